@@ -1,0 +1,168 @@
+//! Guards against text whisper invents: subtitle credits it learned from video corpora, the
+//! prompt echoed back, and repetition loops.
+
+/// Phrases whisper produces for silence or music in Chinese, learned from subtitled video.
+const KNOWN_HALLUCINATIONS: &[&str] = &[
+    "字幕由amara",
+    "amara.org",
+    "请不吝点赞",
+    "点赞订阅转发",
+    "订阅转发打赏",
+    "明镜与点点",
+    "优优独播剧场",
+    "yoyotelevisionseries",
+    "字幕志愿者",
+    "字幕提供",
+    "谢谢观看",
+    "感谢观看",
+    "谢谢大家观看",
+    "本字幕由",
+    "中文字幕",
+    "请订阅",
+    "以下是普通话的句子",
+];
+
+/// Lower-cased text without punctuation, spaces or symbols, for comparisons.
+pub fn squash(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(|c| c.to_lowercase())
+        .collect()
+}
+
+/// Why a segment was dropped, if it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Keep,
+    KnownHallucination,
+    PromptEcho,
+    NoSpeech,
+}
+
+impl Verdict {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Verdict::Keep => "kept",
+            Verdict::KnownHallucination => "known_hallucination",
+            Verdict::PromptEcho => "prompt_echo",
+            Verdict::NoSpeech => "no_speech",
+        }
+    }
+}
+
+/// Judge one segment: `no_speech` is whisper's no-speech probability and `mean_p` the mean
+/// probability of its text tokens.
+pub fn judge(
+    text: &str,
+    prompt: &str,
+    no_speech: f32,
+    mean_p: f32,
+    no_speech_threshold: f32,
+) -> Verdict {
+    let s = squash(text);
+    if s.is_empty() {
+        return Verdict::Keep;
+    }
+    if KNOWN_HALLUCINATIONS.iter().any(|h| s.contains(h)) {
+        return Verdict::KnownHallucination;
+    }
+    let p = squash(prompt);
+    if s.chars().count() >= 4 && p.contains(&s) {
+        return Verdict::PromptEcho;
+    }
+    if no_speech > no_speech_threshold && mean_p < 0.5 {
+        return Verdict::NoSpeech;
+    }
+    Verdict::Keep
+}
+
+/// Collapse a unit repeated back to back into one copy: "说一句话，说一句话，说一句话，说一句话，"
+/// becomes "说一句话，". Natural repetition ("对对对", "好的好的") is left alone: a unit of one
+/// character must repeat 5 times, longer units 4 times.
+pub fn collapse_repetitions(text: &str) -> (String, bool) {
+    let mut chars: Vec<char> = text.chars().collect();
+    let mut changed = false;
+    let mut unit = 1;
+    while unit <= 16 && unit * 4 <= chars.len() {
+        let need = if unit == 1 { 5 } else { 4 };
+        let mut i = 0;
+        let mut out: Vec<char> = Vec::with_capacity(chars.len());
+        while i < chars.len() {
+            let mut reps = 1;
+            if i + unit <= chars.len() {
+                while i + (reps + 1) * unit <= chars.len()
+                    && chars[i + reps * unit..i + (reps + 1) * unit] == chars[i..i + unit]
+                {
+                    reps += 1;
+                }
+            }
+            if reps >= need && chars[i..i + unit].iter().any(|c| c.is_alphanumeric()) {
+                out.extend_from_slice(&chars[i..i + unit]);
+                i += reps * unit;
+                changed = true;
+            } else {
+                out.push(chars[i]);
+                i += 1;
+            }
+        }
+        chars = out;
+        unit += 1;
+    }
+    (chars.into_iter().collect(), changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_subtitle_credits_are_dropped() {
+        assert_eq!(
+            judge("字幕由Amara.org社区提供", "", 0.1, 0.9, 0.6),
+            Verdict::KnownHallucination
+        );
+        assert_eq!(
+            judge(
+                "请不吝点赞 订阅 转发 打赏支持明镜与点点栏目",
+                "",
+                0.1,
+                0.9,
+                0.6
+            ),
+            Verdict::KnownHallucination
+        );
+        assert_eq!(
+            judge("张主任说镇痛效果不好", "", 0.1, 0.9, 0.6),
+            Verdict::Keep
+        );
+    }
+
+    #[test]
+    fn prompt_echo_is_dropped() {
+        let prompt = "以下是销售拜访备忘录，涉及：镇痛方案、铺货率、陈列费。";
+        assert_eq!(
+            judge("镇痛方案、铺货率", prompt, 0.2, 0.9, 0.6),
+            Verdict::PromptEcho
+        );
+        assert_eq!(judge("镇痛方案不错", prompt, 0.2, 0.9, 0.6), Verdict::Keep);
+    }
+
+    #[test]
+    fn no_speech_needs_both_signals() {
+        assert_eq!(judge("嗯", "", 0.9, 0.3, 0.6), Verdict::NoSpeech);
+        assert_eq!(judge("好的", "", 0.9, 0.8, 0.6), Verdict::Keep);
+    }
+
+    #[test]
+    fn loops_collapse_but_natural_repetition_stays() {
+        let (t, changed) =
+            collapse_repetitions("首先,他说一句话,说一句话,说一句话,说一句话,说一句话.首先");
+        assert!(changed);
+        assert_eq!(t, "首先,他说一句话,说一句话.首先");
+        assert_eq!(
+            collapse_repetitions("对对对，好的好的").0,
+            "对对对，好的好的"
+        );
+        assert_eq!(collapse_repetitions("啊啊啊啊啊啊啊啊").0, "啊");
+    }
+}

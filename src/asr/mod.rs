@@ -1,0 +1,342 @@
+//! Speech recognition with whisper.cpp (through whisper-rs): one loaded model shared by all
+//! workers, one reusable state per worker, Simplified Chinese always, a domain prompt, and guards
+//! against invented text.
+
+pub mod guard;
+
+use std::io::Read;
+use std::path::Path;
+
+use serde::Serialize;
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
+
+use crate::config::AsrConfig;
+use crate::error::{Error, Result};
+use crate::zh;
+
+/// Whisper's decoder context is 448 tokens; at most half of it may be prompt.
+const PROMPT_TOKEN_BUDGET: usize = 200;
+
+/// A loaded whisper model.
+pub struct Asr {
+    ctx: WhisperContext,
+    name: String,
+    cfg: AsrConfig,
+}
+
+/// One worker's whisper state (buffers, KV cache), created once and reused for every memo.
+pub struct AsrWorker {
+    state: WhisperState,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Segment {
+    /// Start and end in seconds of the uploaded audio.
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+}
+
+/// Text whisper produced that the guards removed, kept for transparency.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Dropped {
+    pub text: String,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct Transcript {
+    pub text: String,
+    pub segments: Vec<Segment>,
+    pub language: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<Dropped>,
+}
+
+impl Asr {
+    /// Load a ggml model. A missing or damaged file gives a one-line error naming the command
+    /// that prepares it.
+    pub fn load(path: &Path, cfg: &AsrConfig) -> Result<Asr> {
+        check_model_file(path)?;
+        let mut params = WhisperContextParameters::default();
+        params.flash_attn(cfg.flash_attn);
+        let ctx = WhisperContext::new_with_params(path, params).map_err(|e| {
+            Error::ModelUnavailable(format!(
+                "whisper model {} failed to load ({e}); re-create it with `python3 models/prepare.py`",
+                path.display()
+            ))
+        })?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Asr {
+            ctx,
+            name,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn model_name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn worker(&self) -> Result<AsrWorker> {
+        let state = self
+            .ctx
+            .create_state()
+            .map_err(|e| Error::Asr(format!("cannot create whisper state: {e}")))?;
+        Ok(AsrWorker { state })
+    }
+
+    /// An initial prompt in Simplified Chinese built from domain words, as many as fit the budget.
+    /// Whisper continues in the script and vocabulary of its prompt, so this both keeps the output
+    /// Simplified and biases it toward the product and customer words reps say.
+    pub fn build_prompt(&self, words: &[String]) -> String {
+        let head = "以下是销售代表拜访客户后的普通话语音备忘录，内容涉及";
+        let mut prompt = String::from(head);
+        let mut first = true;
+        for w in words {
+            let candidate = format!("{prompt}{}{w}", if first { "：" } else { "、" });
+            match self.ctx.tokenize(&candidate, PROMPT_TOKEN_BUDGET + 8) {
+                Ok(tokens) if tokens.len() < PROMPT_TOKEN_BUDGET => {
+                    prompt = candidate;
+                    first = false;
+                }
+                _ => break,
+            }
+        }
+        prompt.push('。');
+        prompt
+    }
+}
+
+fn check_model_file(path: &Path) -> Result<()> {
+    let hint = "prepare it with `python3 models/prepare.py` (or .ci/setup), or pass --model with any whisper.cpp ggml file";
+    let mut magic = [0u8; 4];
+    let mut file = std::fs::File::open(path).map_err(|e| {
+        Error::ModelUnavailable(format!("whisper model {}: {e}; {hint}", path.display()))
+    })?;
+    file.read_exact(&mut magic).map_err(|_| {
+        Error::ModelUnavailable(format!(
+            "whisper model {} is truncated; {hint}",
+            path.display()
+        ))
+    })?;
+    if u32::from_le_bytes(magic) != 0x6767_6d6c {
+        return Err(Error::ModelUnavailable(format!(
+            "{} is not a whisper.cpp ggml model (bad magic); {hint}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Encoder frames (20 ms each) for a clip: the clip plus a margin, whole 30 s for long audio.
+pub fn audio_ctx_for(seconds: f64) -> i32 {
+    if seconds >= 28.0 {
+        return 0; // full window
+    }
+    let frames = (seconds * 50.0).ceil() as i32 + 128;
+    ((frames + 63) / 64 * 64).min(1500)
+}
+
+impl AsrWorker {
+    /// Transcribe 16 kHz mono speech. `to_original` maps a time in these samples to the time in
+    /// the uploaded audio (the VAD may have cut silence out).
+    pub fn transcribe(
+        &mut self,
+        asr: &Asr,
+        samples: &[f32],
+        prompt: Option<&str>,
+        to_original: &dyn Fn(f64) -> f64,
+    ) -> Result<Transcript> {
+        let cfg = &asr.cfg;
+        if samples.is_empty() {
+            return Ok(Transcript {
+                language: "zh".into(),
+                ..Default::default()
+            });
+        }
+        let strategy = if cfg.beam_size > 1 {
+            SamplingStrategy::BeamSearch {
+                beam_size: cfg.beam_size as i32,
+                patience: -1.0,
+            }
+        } else {
+            SamplingStrategy::Greedy { best_of: 1 }
+        };
+        let mut params = FullParams::new(strategy);
+        params.set_language(Some("zh"));
+        params.set_translate(false);
+        params.set_n_threads(cfg.threads as i32);
+        params.set_no_context(true);
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_special(false);
+        params.set_print_timestamps(false);
+        params.set_suppress_blank(true);
+        params.set_suppress_nst(true);
+        params.set_temperature(0.0);
+        params.set_temperature_inc(if cfg.temperature_fallback { 0.2 } else { 0.0 });
+        params.set_no_speech_thold(cfg.no_speech_threshold);
+        let seconds = samples.len() as f64 / crate::audio::SAMPLE_RATE as f64;
+        if cfg.adaptive_audio_ctx {
+            params.set_audio_ctx(audio_ctx_for(seconds));
+        }
+        if let Some(p) = prompt {
+            params.set_initial_prompt(p);
+        }
+        self.state
+            .full(params, samples)
+            .map_err(|e| Error::Asr(e.to_string()))?;
+
+        let mut out = Transcript {
+            language: "zh".into(),
+            ..Default::default()
+        };
+        for seg in self.state.as_iter() {
+            let raw = seg
+                .to_str_lossy()
+                .map(|s| s.into_owned())
+                .unwrap_or_default();
+            let text = zh::to_simplified(raw.trim());
+            if text.is_empty() {
+                continue;
+            }
+            let n = seg.n_tokens();
+            let (mut sum_p, mut count) = (0f32, 0usize);
+            for i in 0..n {
+                if let Some(tok) = seg.get_token(i) {
+                    if tok.token_id() < 50257 {
+                        sum_p += tok.token_probability();
+                        count += 1;
+                    }
+                }
+            }
+            let mean_p = if count > 0 { sum_p / count as f32 } else { 0.0 };
+            let verdict = guard::judge(
+                &text,
+                prompt.unwrap_or(""),
+                seg.no_speech_probability(),
+                mean_p,
+                cfg.no_speech_threshold,
+            );
+            if verdict != guard::Verdict::Keep {
+                out.dropped.push(Dropped {
+                    text,
+                    reason: verdict.reason(),
+                });
+                continue;
+            }
+            let (text, looped) = guard::collapse_repetitions(&text);
+            if looped {
+                tracing::debug!("collapsed a repetition loop in a segment");
+            }
+            let start = to_original(seg.start_timestamp() as f64 / 100.0);
+            let end = to_original((seg.end_timestamp() as f64 / 100.0).min(seconds));
+            out.segments.push(Segment {
+                start,
+                end: end.max(start),
+                text,
+            });
+        }
+        out.text = join_segments(&out.segments);
+        Ok(out)
+    }
+}
+
+/// Segments joined into one text; Chinese needs no spaces, but a missing sentence break between
+/// segments is supplied so clause splitting downstream sees it.
+fn join_segments(segments: &[Segment]) -> String {
+    let mut text = String::new();
+    for s in segments {
+        if !text.is_empty() && !text.ends_with(['。', '，', '！', '？', '；', ',', '.', '!', '?'])
+        {
+            text.push('，');
+        }
+        text.push_str(&s.text);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_ctx_fits_the_clip() {
+        assert_eq!(audio_ctx_for(8.0), 576);
+        assert_eq!(audio_ctx_for(29.0), 0);
+        assert!(audio_ctx_for(27.0) <= 1500);
+    }
+
+    #[test]
+    fn missing_and_bogus_models_are_named() {
+        let e = check_model_file(Path::new("/nonexistent/model.bin")).unwrap_err();
+        assert_eq!(e.code(), "model_unavailable");
+        assert!(e.to_string().contains("models/prepare.py"));
+        let dir = std::env::temp_dir().join(format!("needtag-bogus-{}", std::process::id()));
+        std::fs::write(&dir, b"not a model at all").unwrap();
+        let e = check_model_file(&dir).unwrap_err();
+        assert!(e.to_string().contains("bad magic"), "{e}");
+        std::fs::remove_file(&dir).ok();
+    }
+
+    #[test]
+    fn segments_join_with_breaks() {
+        let s = |t: &str| Segment {
+            start: 0.0,
+            end: 1.0,
+            text: t.into(),
+        };
+        assert_eq!(
+            join_segments(&[s("你好"), s("再见。"), s("好")]),
+            "你好，再见。好"
+        );
+    }
+}
+
+/// Character error rate of a hypothesis against a reference: edit distance over the characters
+/// that carry content (punctuation and spaces dropped, Traditional mapped to Simplified,
+/// letters lower-cased), divided by the reference length.
+pub fn cer(hypothesis: &str, reference: &str) -> f64 {
+    let norm = |s: &str| -> Vec<char> { guard::squash(&zh::to_simplified(s)).chars().collect() };
+    let (h, r) = (norm(hypothesis), norm(reference));
+    if r.is_empty() {
+        return if h.is_empty() { 0.0 } else { 1.0 };
+    }
+    let mut prev: Vec<usize> = (0..=h.len()).collect();
+    let mut cur = vec![0; h.len() + 1];
+    for (i, rc) in r.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, hc) in h.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(rc != hc))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[h.len()] as f64 / r.len() as f64
+}
+
+#[cfg(test)]
+mod cer_tests {
+    use super::cer;
+
+    #[test]
+    fn cer_counts_edits_over_content_characters() {
+        assert_eq!(
+            cer("甚至出现交易几乎停滞的情况。", "甚至出现交易几乎停滞的情况"),
+            0.0
+        );
+        assert!(
+            (cer("甚至出现交易几乎停制的情况", "甚至出现交易几乎停滞的情况") - 1.0 / 13.0).abs()
+                < 1e-9
+        );
+        assert_eq!(cer("", "你好"), 1.0);
+        assert_eq!(cer("庫存", "库存"), 0.0);
+    }
+}

@@ -1,0 +1,280 @@
+//! Audio ingest: sniff the container from the bytes, decode to f32 PCM, mix to mono, resample to
+//! 16 kHz, enforce the size and duration limits, and find the speech in it (VAD).
+//!
+//! Nothing here knows about whisper or HTTP: the output is 16 kHz mono samples plus facts about
+//! the source, and the speech regions for the next stage.
+
+mod amr;
+mod container;
+mod opus_dec;
+mod resample;
+mod sniff;
+pub mod vad;
+
+use serde::Serialize;
+
+pub use sniff::{sniff, Container};
+pub use vad::{SpeechMap, Timeline, Vad};
+
+use crate::config::{AudioConfig, LongAudio};
+use crate::error::{Error, Result};
+
+/// The sample rate every later stage works at.
+pub const SAMPLE_RATE: u32 = 16_000;
+
+/// Decoded audio, 16 kHz mono, with what we learned about the source.
+#[derive(Debug, Clone)]
+pub struct DecodedAudio {
+    pub samples: Vec<f32>,
+    pub info: AudioInfo,
+}
+
+impl DecodedAudio {
+    pub fn duration_s(&self) -> f64 {
+        self.samples.len() as f64 / SAMPLE_RATE as f64
+    }
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AudioInfo {
+    /// Container found in the bytes (`wav`, `mp4`, `amr`, `ogg`, …), whatever the file was called.
+    pub container: &'static str,
+    /// Codec inside it (`pcm_s16le`, `aac`, `amr_nb`, `opus`, …).
+    pub codec: String,
+    pub source_sample_rate: u32,
+    pub source_channels: u16,
+    /// Length of the decoded audio in seconds (after any truncation).
+    pub duration_s: f64,
+    /// True when the audio was longer than the limit and only its start was kept.
+    pub truncated: bool,
+}
+
+/// Interleaved PCM as a decoder produces it, with the duration limit enforced while it grows.
+pub(crate) struct Pcm {
+    pub rate: u32,
+    pub channels: usize,
+    pub data: Vec<f32>,
+    limit_frames: usize,
+    pub over_limit: bool,
+}
+
+impl Pcm {
+    fn new(rate: u32, channels: usize, max_seconds: f64) -> Result<Pcm> {
+        if rate == 0 || rate > 384_000 {
+            return Err(Error::CorruptAudio(format!(
+                "implausible sample rate {rate} Hz"
+            )));
+        }
+        if channels == 0 || channels > 16 {
+            return Err(Error::CorruptAudio(format!(
+                "implausible channel count {channels}"
+            )));
+        }
+        Ok(Pcm {
+            rate,
+            channels,
+            data: Vec::new(),
+            limit_frames: (max_seconds * rate as f64).ceil() as usize,
+            over_limit: false,
+        })
+    }
+
+    pub fn frames(&self) -> usize {
+        self.data.len() / self.channels
+    }
+
+    /// Append interleaved samples; returns false (and keeps only what fits) once the limit is hit.
+    pub fn push(&mut self, interleaved: &[f32]) -> bool {
+        let room = (self.limit_frames - self.frames().min(self.limit_frames)) * self.channels;
+        if interleaved.len() > room {
+            self.data.extend_from_slice(&interleaved[..room]);
+            self.over_limit = true;
+            return false;
+        }
+        self.data.extend_from_slice(interleaved);
+        true
+    }
+}
+
+/// Decode any supported upload to 16 kHz mono, enforcing the limits in `cfg`.
+pub fn decode(bytes: &[u8], cfg: &AudioConfig) -> Result<DecodedAudio> {
+    if bytes.is_empty() {
+        return Err(Error::EmptyAudio);
+    }
+    if bytes.len() > cfg.max_bytes {
+        return Err(Error::PayloadTooLarge {
+            bytes: bytes.len(),
+            limit: cfg.max_bytes,
+        });
+    }
+    let container = sniff(bytes)?;
+    // Decode a little past the limit so "exactly at the limit" is not mistaken for "over it".
+    let decode_limit = cfg.max_seconds + 0.05;
+    let (pcm, codec) = match container {
+        Container::AmrNb | Container::AmrWb => amr::decode_file(bytes, container, decode_limit)?,
+        // The demuxers are third-party parsers fed untrusted bytes; an internal assertion in one of
+        // them (symphonia's Matroska reader has one that damaged files reach) must become a
+        // clean error for this upload, not take the worker down.
+        _ => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            container::decode(bytes, container, decode_limit)
+        }))
+        .unwrap_or_else(|_| {
+            Err(Error::CorruptAudio(format!(
+                "{} file is damaged (its structure is inconsistent)",
+                container.name()
+            )))
+        })?,
+    };
+    let source_rate = pcm.rate;
+    let source_channels = pcm.channels as u16;
+    let over_limit = pcm.over_limit;
+    let decoded_s = pcm.frames() as f64 / pcm.rate as f64;
+    if pcm.frames() == 0 {
+        return Err(Error::CorruptAudio(format!(
+            "no audio could be decoded from this {}",
+            container.name()
+        )));
+    }
+    if over_limit && cfg.long_audio == LongAudio::Reject {
+        return Err(Error::AudioTooLong {
+            seconds: decoded_s,
+            limit: cfg.max_seconds,
+        });
+    }
+    let mono = mixdown(&pcm.data, pcm.channels);
+    let mut samples = resample::to_16k(&mono, pcm.rate)?;
+    let max_samples = (cfg.max_seconds * SAMPLE_RATE as f64) as usize;
+    let truncated = over_limit || samples.len() > max_samples;
+    if truncated && cfg.long_audio == LongAudio::Reject {
+        return Err(Error::AudioTooLong {
+            seconds: decoded_s,
+            limit: cfg.max_seconds,
+        });
+    }
+    samples.truncate(max_samples);
+    condition(&mut samples);
+    let duration_s = samples.len() as f64 / SAMPLE_RATE as f64;
+    if duration_s < cfg.min_seconds {
+        return Err(Error::AudioTooShort {
+            seconds: duration_s,
+            limit: cfg.min_seconds,
+        });
+    }
+    Ok(DecodedAudio {
+        samples,
+        info: AudioInfo {
+            container: container.name(),
+            codec,
+            source_sample_rate: source_rate,
+            source_channels,
+            duration_s,
+            truncated,
+        },
+    })
+}
+
+/// Mix interleaved channels to mono. Channels that are far quieter than the loudest (a memo
+/// recorded on one side of a stereo pair, the other side silent) are left out, so the speech
+/// keeps its level instead of being halved by a silent partner.
+pub fn mixdown(interleaved: &[f32], channels: usize) -> Vec<f32> {
+    if channels <= 1 {
+        return interleaved.to_vec();
+    }
+    let frames = interleaved.len() / channels;
+    let mut energy = vec![0f64; channels];
+    for frame in interleaved.chunks_exact(channels) {
+        for (e, &s) in energy.iter_mut().zip(frame) {
+            *e += (s as f64) * (s as f64);
+        }
+    }
+    let loudest = energy.iter().cloned().fold(0.0, f64::max);
+    // -20 dB in energy terms.
+    let active: Vec<bool> = energy
+        .iter()
+        .map(|&e| loudest > 0.0 && e >= loudest * 0.01)
+        .collect();
+    let n_active = active.iter().filter(|&&a| a).count().max(1) as f32;
+    let mut mono = Vec::with_capacity(frames);
+    for frame in interleaved.chunks_exact(channels) {
+        let sum: f32 = frame
+            .iter()
+            .zip(&active)
+            .filter(|(_, &a)| a)
+            .map(|(&s, _)| s)
+            .sum();
+        mono.push(sum / n_active);
+    }
+    mono
+}
+
+/// Remove DC offset (a one-pole high-pass at ~10 Hz) and replace non-finite samples.
+fn condition(samples: &mut [f32]) {
+    if samples.is_empty() {
+        return;
+    }
+    // Start the filter at the signal's mean so a constant offset does not ring at the start.
+    let head = &samples[..samples.len().min(SAMPLE_RATE as usize / 10)];
+    let mean = head
+        .iter()
+        .filter(|s| s.is_finite())
+        .map(|&s| s as f64)
+        .sum::<f64>()
+        / head.len() as f64;
+    let r = 1.0 - (2.0 * std::f64::consts::PI * 10.0 / SAMPLE_RATE as f64);
+    let (mut prev_x, mut prev_y) = (mean, 0.0f64);
+    for s in samples.iter_mut() {
+        let x = if s.is_finite() { *s as f64 } else { prev_x };
+        let y = x - prev_x + r * prev_y;
+        prev_x = x;
+        prev_y = y;
+        *s = y.clamp(-4.0, 4.0) as f32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixdown_keeps_level_of_one_sided_stereo() {
+        let left: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.05).sin() * 0.5).collect();
+        let interleaved: Vec<f32> = left.iter().flat_map(|&l| [l, 0.0]).collect();
+        let mono = mixdown(&interleaved, 2);
+        assert_eq!(mono, left);
+        let both: Vec<f32> = left.iter().flat_map(|&l| [l, l * 0.9]).collect();
+        let mono = mixdown(&both, 2);
+        assert!((mono[10] - left[10] * 0.95).abs() < 1e-6);
+    }
+
+    #[test]
+    fn condition_removes_dc_offset() {
+        let mut s: Vec<f32> = (0..16000)
+            .map(|i| 0.3 + 0.1 * (i as f32 * 0.3).sin())
+            .collect();
+        condition(&mut s);
+        let mean = s[8000..].iter().sum::<f32>() / 8000.0;
+        assert!(mean.abs() < 0.01, "mean after high-pass {mean}");
+    }
+
+    #[test]
+    fn pcm_limit_stops_at_the_boundary() {
+        let mut pcm = Pcm::new(10, 2, 1.0).unwrap();
+        assert!(pcm.push(&[0.0; 16]));
+        assert!(!pcm.push(&[0.0; 16]));
+        assert_eq!(pcm.frames(), 10);
+        assert!(pcm.over_limit);
+    }
+
+    #[test]
+    fn empty_and_oversized_uploads_are_refused_before_decoding() {
+        let cfg = AudioConfig {
+            max_bytes: 10,
+            ..AudioConfig::default()
+        };
+        assert_eq!(decode(&[], &cfg).unwrap_err().code(), "empty_audio");
+        assert_eq!(
+            decode(&[0u8; 11], &cfg).unwrap_err().code(),
+            "payload_too_large"
+        );
+    }
+}

@@ -1,0 +1,305 @@
+//! Command-line interface: parses flags, builds the configuration, calls the library, prints JSON.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use needtag::pipeline::Speech;
+use needtag::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "needtag",
+    version,
+    about = "Mandarin sales memos in, customer needs and sales actions out"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Configuration file (TOML); environment variables NEEDTAG_* and flags override it.
+    #[arg(long, global = true, env = "NEEDTAG_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory of prepared model files.
+    #[arg(long, global = true)]
+    models: Option<PathBuf>,
+    /// Whisper model: any whisper.cpp ggml file (default: the prepared base Q8_0 model).
+    #[arg(long, global = true)]
+    model: Option<PathBuf>,
+    /// Threads per transcription.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Transcribe an audio file (any supported format) and print the transcript as JSON.
+    Transcribe {
+        file: PathBuf,
+        /// Do not bias whisper with the needs library's vocabulary.
+        #[arg(long)]
+        no_prompt: bool,
+        /// Do not gate with voice-activity detection.
+        #[arg(long)]
+        no_vad: bool,
+    },
+    /// Decode audio files and print what was found (container, codec, duration) and how long
+    /// decoding and resampling took, one JSON line per file.
+    Probe { files: Vec<PathBuf> },
+    /// Character error rate of the transcriber over a directory of labeled recordings
+    /// (`manifest.tsv` with file and reference_text columns, or `scripts.tsv` with id and text).
+    AsrEval {
+        dir: PathBuf,
+        #[arg(long)]
+        no_prompt: bool,
+        #[arg(long)]
+        no_vad: bool,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e
+                .downcast_ref::<needtag::Error>()
+                .map(|e| e.code())
+                .unwrap_or("error");
+            eprintln!("error [{code}]: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NEEDTAG_LOG")
+        .unwrap_or_else(|_| "warn,needtag=info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    whisper_rs::install_logging_hooks();
+}
+
+fn config(g: &Global) -> Result<Config> {
+    let mut cfg = Config::load(g.config.as_deref())?;
+    if let Some(d) = &g.models {
+        cfg.models.dir = d.clone();
+    }
+    if let Some(m) = &g.model {
+        cfg.models.whisper = std::path::absolute(m).unwrap_or_else(|_| m.clone());
+    }
+    if let Some(t) = g.threads {
+        cfg.asr.threads = t;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn read_file(path: &PathBuf) -> Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf)?;
+        return Ok(buf);
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Transcribe {
+            file,
+            no_prompt,
+            no_vad,
+        } => {
+            let mut cfg = config(&cli.global)?;
+            cfg.asr.domain_prompt = !no_prompt;
+            cfg.audio.vad = !no_vad;
+            let bytes = read_file(&file)?;
+            let speech = Speech::load(&cfg)?;
+            let mut worker = speech.worker()?;
+            let prompt = cfg
+                .asr
+                .domain_prompt
+                .then(|| speech.asr().build_prompt(&[]));
+            let out = speech.transcribe(&mut worker, &bytes, prompt.as_deref())?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Probe { files } => {
+            let cfg = config(&cli.global)?;
+            let mut failed = false;
+            for file in &files {
+                let bytes = read_file(file)?;
+                let t = std::time::Instant::now();
+                let line = match needtag::audio::decode(&bytes, &cfg.audio) {
+                    Ok(a) => serde_json::json!({"file": file, "ok": true, "info": a.info,
+                        "decode_ms": t.elapsed().as_secs_f64() * 1000.0}),
+                    Err(e) => {
+                        failed = true;
+                        serde_json::json!({"file": file, "ok": false, "error": {"code": e.code(), "message": e.to_string()}})
+                    }
+                };
+                println!("{line}");
+            }
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::AsrEval {
+            dir,
+            no_prompt,
+            no_vad,
+            json,
+        } => {
+            let mut cfg = config(&cli.global)?;
+            cfg.asr.domain_prompt = !no_prompt;
+            cfg.audio.vad = !no_vad;
+            asr_eval(&cfg, &dir, json)
+        }
+    }
+}
+
+/// (audio file, reference text) pairs of a labeled directory.
+fn references(dir: &std::path::Path) -> Result<Vec<(PathBuf, String)>> {
+    let rows = |name: &str| -> Result<Option<Vec<std::collections::HashMap<String, String>>>> {
+        let path = dir.join(name);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let mut lines = text.lines();
+        let header: Vec<String> = lines
+            .next()
+            .unwrap_or_default()
+            .split('\t')
+            .map(String::from)
+            .collect();
+        Ok(Some(
+            lines
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| {
+                    header
+                        .iter()
+                        .cloned()
+                        .zip(l.split('\t').map(String::from))
+                        .collect()
+                })
+                .collect(),
+        ))
+    };
+    let mut out = Vec::new();
+    if let Some(rows) = rows("manifest.tsv")? {
+        for r in rows {
+            let (Some(file), Some(text)) = (r.get("file"), r.get("reference_text")) else {
+                continue;
+            };
+            if !text.is_empty() && !text.starts_with('(') {
+                out.push((dir.join(file), text.clone()));
+            }
+        }
+    } else if let Some(rows) = rows("scripts.tsv")? {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        for r in rows {
+            let (Some(id), Some(text)) = (r.get("id"), r.get("text")) else {
+                continue;
+            };
+            for f in &files {
+                let name = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if name.starts_with(&format!("{id}_")) && !name.ends_with(".tsv") {
+                    out.push((f.clone(), text.clone()));
+                }
+            }
+        }
+    } else {
+        anyhow::bail!("{} has neither manifest.tsv nor scripts.tsv", dir.display());
+    }
+    Ok(out)
+}
+
+fn asr_eval(cfg: &Config, dir: &std::path::Path, json: bool) -> Result<ExitCode> {
+    let refs = references(dir)?;
+    let speech = Speech::load(cfg)?;
+    let mut worker = speech.worker()?;
+    let prompt = cfg
+        .asr
+        .domain_prompt
+        .then(|| speech.asr().build_prompt(&prompt_words(cfg)));
+    let mut rows = Vec::new();
+    for (file, reference) in &refs {
+        let bytes = read_file(file)?;
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match speech.transcribe(&mut worker, &bytes, prompt.as_deref()) {
+            Ok(t) => {
+                let cer = needtag::asr::cer(&t.transcript.text, reference);
+                if !json {
+                    println!(
+                        "{cer:6.3}  {:7.0} ms  {:5.1} s  {name}  {}",
+                        t.timings.total_ms, t.duration_s, t.transcript.text
+                    );
+                }
+                rows.push(serde_json::json!({"file": name, "cer": cer, "ms": t.timings.total_ms, "asr_ms": t.timings.asr_ms,
+                    "seconds": t.duration_s, "text": t.transcript.text, "reference": reference}));
+            }
+            Err(e) => {
+                if !json {
+                    println!("{:>6}  {name}: {e}", e.code());
+                }
+                rows.push(serde_json::json!({"file": name, "error": e.code()}));
+            }
+        }
+    }
+    let cers: Vec<f64> = rows.iter().filter_map(|r| r["cer"].as_f64()).collect();
+    let mean = cers.iter().sum::<f64>() / cers.len().max(1) as f64;
+    let ms: f64 = rows.iter().filter_map(|r| r["ms"].as_f64()).sum();
+    let audio: f64 = rows.iter().filter_map(|r| r["seconds"].as_f64()).sum();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"clips": rows, "mean_cer": mean, "total_ms": ms,
+            "audio_seconds": audio, "prompt": cfg.asr.domain_prompt, "model": speech.asr().model_name()})
+            )?
+        );
+    } else {
+        println!(
+            "mean CER {mean:.4} over {} clips; {:.1} s of audio in {:.1} s ({}; prompt {})",
+            cers.len(),
+            audio,
+            ms / 1000.0,
+            speech.asr().model_name(),
+            if cfg.asr.domain_prompt { "on" } else { "off" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Domain words for the whisper prompt (the needs library's, once it is loaded).
+fn prompt_words(_cfg: &Config) -> Vec<String> {
+    Vec::new()
+}

@@ -1,0 +1,400 @@
+//! One configuration struct for every interface: defaults, then a TOML file, then `NEEDTAG_*`
+//! environment variables, then command-line flags (applied by the CLI).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub models: ModelConfig,
+    /// Needs library directory; `None` uses the default library compiled into the binary.
+    pub library: Option<PathBuf>,
+    pub audio: AudioConfig,
+    pub asr: AsrConfig,
+    pub matcher: MatcherConfig,
+    pub server: ServerConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Directory of prepared model files (`python3 models/prepare.py` fills it).
+    pub dir: PathBuf,
+    /// Any whisper.cpp ggml model; relative paths are taken inside `dir`.
+    pub whisper: PathBuf,
+    pub vad: PathBuf,
+    pub embedding: PathBuf,
+    pub tokenizer: PathBuf,
+    pub onnxruntime: PathBuf,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_models_dir(),
+            whisper: "ggml-base-q8_0.bin".into(),
+            vad: "silero-vad-16k.onnx".into(),
+            embedding: "use-multilingual-int8.onnx".into(),
+            tokenizer: "use-multilingual-tokenizer.json".into(),
+            onnxruntime: "libonnxruntime.so".into(),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// A model path: absolute paths as given, relative ones inside `dir`.
+    pub fn path(&self, file: &Path) -> PathBuf {
+        if file.is_absolute() || file.starts_with(".") {
+            file.to_path_buf()
+        } else {
+            self.dir.join(file)
+        }
+    }
+}
+
+/// `models/prepared` under the working directory when it exists there, else next to the sources
+/// the binary was built from (so `target/release/needtag` works from anywhere in a checkout).
+fn default_models_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("NEEDTAG_MODELS") {
+        return dir.into();
+    }
+    let local = PathBuf::from("models/prepared");
+    if local.is_dir() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/prepared")
+}
+
+/// What to do with audio longer than `max_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LongAudio {
+    /// Refuse it with `audio_too_long`.
+    Reject,
+    /// Keep the first `max_seconds` and mark the result `truncated`.
+    Truncate,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AudioConfig {
+    /// Largest upload accepted, in bytes.
+    pub max_bytes: usize,
+    /// Longest audio accepted (decoding stops here, so a huge file never fills memory).
+    pub max_seconds: f64,
+    pub long_audio: LongAudio,
+    /// Shortest audio accepted.
+    pub min_seconds: f64,
+    /// Gate whisper with voice-activity detection and trim silence.
+    pub vad: bool,
+    /// Speech probability above which a 32 ms frame counts as speech.
+    pub vad_threshold: f32,
+    /// Pauses longer than this are shortened before transcription (seconds).
+    pub max_pause_s: f64,
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 32 * 1024 * 1024,
+            max_seconds: 120.0,
+            long_audio: LongAudio::Reject,
+            min_seconds: 1.0,
+            vad: true,
+            vad_threshold: 0.5,
+            max_pause_s: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AsrConfig {
+    /// Threads per transcription. One is steady on a busy 2-core machine.
+    pub threads: usize,
+    /// Bias whisper toward the needs library's vocabulary with an initial prompt.
+    pub domain_prompt: bool,
+    /// Beam size; 1 is greedy decoding.
+    pub beam_size: usize,
+    /// Retry with higher temperature when decoding looks degenerate (slower).
+    pub temperature_fallback: bool,
+    /// Size the encoder window to the audio instead of always 30 s.
+    pub adaptive_audio_ctx: bool,
+    pub flash_attn: bool,
+    /// Segments whose no-speech probability exceeds this (with low confidence) are dropped.
+    pub no_speech_threshold: f32,
+}
+
+impl Default for AsrConfig {
+    fn default() -> Self {
+        Self {
+            threads: 1,
+            domain_prompt: true,
+            beam_size: 1,
+            temperature_fallback: false,
+            adaptive_audio_ctx: true,
+            flash_attn: false,
+            no_speech_threshold: 0.6,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatcherConfig {
+    /// Use sentence embeddings besides keywords.
+    pub semantic: bool,
+    /// ONNX Runtime intra-op threads for the embedding model.
+    pub embedding_threads: usize,
+}
+
+impl Default for MatcherConfig {
+    fn default() -> Self {
+        Self {
+            semantic: true,
+            embedding_threads: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Upload memos and tag text.
+    Tag,
+    /// Reload the library.
+    Admin,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    pub key: String,
+    pub scopes: Vec<Scope>,
+    /// Who holds the key (shown in logs instead of the key).
+    #[serde(default)]
+    pub name: String,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: String,
+    /// Transcription workers, each with its own loaded whisper state.
+    pub workers: usize,
+    /// Uploads that may wait for a worker; more are answered 503 at once.
+    pub queue: usize,
+    /// Longest a request may take, queueing included.
+    pub request_timeout_s: u64,
+    /// Most texts in one `/v1/tag/batch` call.
+    pub batch_max: usize,
+    /// Longest text accepted by the tagging endpoints, in characters.
+    pub max_text_chars: usize,
+    /// API keys; with none configured the API is open (a warning is logged).
+    pub api_keys: Vec<ApiKey>,
+    pub idempotency_ttl_s: u64,
+    pub idempotency_capacity: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            workers: 2,
+            queue: 4,
+            request_timeout_s: 120,
+            batch_max: 100,
+            max_text_chars: 5000,
+            api_keys: Vec::new(),
+            idempotency_ttl_s: 24 * 3600,
+            idempotency_capacity: 1000,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, overridden by a TOML file (when given) and then by the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config> {
+        let mut cfg = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::InvalidInput(format!("config file {}: {e}", path.display()))
+                })?;
+                toml::from_str(&text).map_err(|e| {
+                    Error::InvalidInput(format!("config file {}: {e}", path.display()))
+                })?
+            }
+            None => Config::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        Ok(cfg)
+    }
+
+    /// `NEEDTAG_*` variables; `get` is injectable for tests.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
+        fn parse<T: std::str::FromStr>(name: &str, v: String) -> Result<T> {
+            v.trim()
+                .parse()
+                .map_err(|_| Error::InvalidInput(format!("{name}={v} is not valid")))
+        }
+        if let Some(v) = get("NEEDTAG_MODELS") {
+            self.models.dir = v.into();
+        }
+        if let Some(v) = get("NEEDTAG_WHISPER_MODEL") {
+            self.models.whisper = v.into();
+        }
+        if let Some(v) = get("NEEDTAG_LIBRARY") {
+            self.library = Some(v.into());
+        }
+        if let Some(v) = get("NEEDTAG_BIND") {
+            self.server.bind = v;
+        }
+        if let Some(v) = get("NEEDTAG_WORKERS") {
+            self.server.workers = parse("NEEDTAG_WORKERS", v)?;
+        }
+        if let Some(v) = get("NEEDTAG_QUEUE") {
+            self.server.queue = parse("NEEDTAG_QUEUE", v)?;
+        }
+        if let Some(v) = get("NEEDTAG_THREADS") {
+            self.asr.threads = parse("NEEDTAG_THREADS", v)?;
+        }
+        if let Some(v) = get("NEEDTAG_API_KEYS") {
+            self.server.api_keys = parse_api_keys(&v)?;
+        }
+        Ok(())
+    }
+
+    /// Refuse settings that cannot work, with a message naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::InvalidInput(m.to_string()));
+        if self.asr.threads == 0 {
+            return bad("asr.threads must be at least 1");
+        }
+        if self.asr.beam_size == 0 {
+            return bad("asr.beam_size must be at least 1");
+        }
+        if self.server.workers == 0 {
+            return bad("server.workers must be at least 1");
+        }
+        if self.audio.max_seconds <= 0.0
+            || self.audio.min_seconds < 0.0
+            || self.audio.min_seconds >= self.audio.max_seconds
+        {
+            return bad("audio.min_seconds must be below audio.max_seconds, both positive");
+        }
+        if !(0.0..1.0).contains(&self.audio.vad_threshold) {
+            return bad("audio.vad_threshold must lie in [0, 1)");
+        }
+        if self.server.api_keys.iter().any(|k| k.key.len() < 16) {
+            return bad("every API key must be at least 16 characters");
+        }
+        Ok(())
+    }
+
+    /// The configuration as JSON with API keys masked, for the start-up log.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(keys) = v
+            .pointer_mut("/server/api_keys")
+            .and_then(|k| k.as_array_mut())
+        {
+            for k in keys {
+                k["key"] = serde_json::Value::String("***".into());
+            }
+        }
+        v
+    }
+}
+
+/// `key:scope+scope,key:scope` (e.g. `NEEDTAG_API_KEYS=k1…:tag+admin,k2…:tag`).
+pub fn parse_api_keys(spec: &str) -> Result<Vec<ApiKey>> {
+    spec.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .enumerate()
+        .map(|(i, item)| {
+            let (key, scopes) = item.trim().split_once(':').ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "API key #{} has no scopes (expected key:tag+admin)",
+                    i + 1
+                ))
+            })?;
+            let scopes = scopes
+                .split('+')
+                .map(|s| match s.trim() {
+                    "tag" => Ok(Scope::Tag),
+                    "admin" => Ok(Scope::Admin),
+                    other => Err(Error::InvalidInput(format!(
+                        "API key #{}: unknown scope {other:?}",
+                        i + 1
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(ApiKey {
+                key: key.trim().to_string(),
+                scopes,
+                name: format!("env-key-{}", i + 1),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_file_values() {
+        let mut cfg: Config =
+            toml::from_str("[server]\nbind = \"0.0.0.0:9000\"\nworkers = 3\n").unwrap();
+        assert_eq!(cfg.server.workers, 3);
+        cfg.apply_env(|k| match k {
+            "NEEDTAG_WORKERS" => Some("1".into()),
+            "NEEDTAG_API_KEYS" => Some("aaaaaaaaaaaaaaaa:tag+admin, bbbbbbbbbbbbbbbb:tag".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cfg.server.workers, 1);
+        assert_eq!(cfg.server.bind, "0.0.0.0:9000");
+        assert_eq!(cfg.server.api_keys.len(), 2);
+        assert_eq!(
+            cfg.server.api_keys[0].scopes,
+            vec![Scope::Tag, Scope::Admin]
+        );
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused() {
+        assert!(toml::from_str::<Config>("[server]\nbindd = \"x\"\n").is_err());
+        let mut cfg = Config::default();
+        assert!(cfg
+            .apply_env(|k| (k == "NEEDTAG_WORKERS").then(|| "many".into()))
+            .is_err());
+        let mut cfg = Config::default();
+        cfg.server.api_keys = parse_api_keys("short:tag").unwrap();
+        assert!(cfg.validate().is_err());
+        assert!(parse_api_keys("aaaaaaaaaaaaaaaa:root").is_err());
+    }
+
+    #[test]
+    fn redacted_config_hides_keys() {
+        let mut cfg = Config::default();
+        cfg.server.api_keys = parse_api_keys("secretsecretsecret:tag").unwrap();
+        let shown = cfg.redacted().to_string();
+        assert!(!shown.contains("secretsecretsecret"));
+        assert!(shown.contains("***"));
+    }
+}

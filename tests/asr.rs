@@ -1,0 +1,89 @@
+//! Transcription with the real whisper base model on real Mandarin recordings (AISHELL-1 and
+//! THCHS-30 clips bundled in fixtures/, Apache-2.0).
+
+mod common;
+
+use needtag::asr::cer;
+use needtag::pipeline::Speech;
+use needtag::zh;
+
+/// (fixture, reference, CER bound). Measured with the default settings (Q8_0 base, VAD,
+/// adaptive encoder window, domain prompt): 0.077, 0.167 and 0.094; the bounds leave room for
+/// one or two more character errors, not for a regression to garbage.
+const CLIPS: &[(&str, &str, f64)] = &[
+    (
+        "audio/aishell_S0764W0121.wav",
+        "甚至出现交易几乎停滞的情况",
+        0.16,
+    ),
+    (
+        "audio/aishell_S0724W0121.wav",
+        "广州市房地产中介协会分析",
+        0.26,
+    ),
+    (
+        "audio/thchs30_test.wav",
+        "近几年不但我用书给女儿压岁也劝说亲朋不要给女儿压岁钱而改送压岁书",
+        0.15,
+    ),
+];
+
+#[test]
+fn real_recordings_transcribe_in_simplified_chinese_within_cer_bounds() {
+    let cfg = common::config();
+    let speech = Speech::load(&cfg).expect("models are prepared by .ci/setup");
+    let mut worker = speech.worker().unwrap();
+    let prompt = speech.asr().build_prompt(&[]);
+    for (file, reference, bound) in CLIPS {
+        let out = speech
+            .transcribe(&mut worker, &common::fixture_bytes(file), Some(&prompt))
+            .unwrap();
+        let text = &out.transcript.text;
+        let c = cer(text, reference);
+        eprintln!("{file}: CER {c:.3} {text}");
+        assert!(out.speech_detected, "{file}: no speech detected");
+        assert!(c <= *bound, "{file}: CER {c:.3} above {bound} for {text:?}");
+        assert_eq!(
+            &zh::to_simplified(text),
+            text,
+            "{file}: Traditional characters in {text:?}"
+        );
+        assert!(!out.transcript.segments.is_empty());
+        let last = out.transcript.segments.last().unwrap();
+        assert!(
+            last.end <= out.duration_s + 0.05,
+            "{file}: segment ends after the audio"
+        );
+        assert!(out
+            .transcript
+            .segments
+            .windows(2)
+            .all(|w| w[0].start <= w[1].start));
+    }
+}
+
+#[test]
+fn without_a_prompt_output_is_still_simplified() {
+    let cfg = common::config();
+    let speech = Speech::load(&cfg).unwrap();
+    let mut worker = speech.worker().unwrap();
+    let out = speech
+        .transcribe(
+            &mut worker,
+            &common::fixture_bytes("audio/thchs30_test.wav"),
+            None,
+        )
+        .unwrap();
+    let text = &out.transcript.text;
+    assert!(!text.is_empty());
+    assert_eq!(&zh::to_simplified(text), text);
+}
+
+#[test]
+fn a_missing_model_is_a_clear_error_not_a_panic() {
+    let mut cfg = common::config();
+    cfg.models.whisper = "/nonexistent/ggml-large.bin".into();
+    let err = Speech::load(&cfg).err().expect("loading must fail");
+    assert_eq!(err.code(), "model_unavailable");
+    assert!(err.to_string().contains("models/prepare.py"), "{err}");
+}

@@ -1,0 +1,57 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use needtag::Config;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("fixtures").join(name)
+}
+
+pub fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+/// `../shared` beside the checkout, when this machine has it. Tests that need it print why they
+/// skip and return.
+pub fn shared(sub: &str) -> Option<PathBuf> {
+    let dir = root().join("..").join("shared").join(sub);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIP: {} is absent; this test only runs where ../shared exists",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// The default configuration with the prepared models of this checkout.
+pub fn config() -> Config {
+    let mut cfg = Config::default();
+    cfg.models.dir = root().join("models/prepared");
+    cfg
+}
+
+/// Tab-separated file with a header row, as a list of column→value maps.
+pub fn read_tsv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            header
+                .iter()
+                .map(|h| h.to_string())
+                .zip(l.split('\t').map(String::from))
+                .collect()
+        })
+        .collect()
+}
