@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use needtag::pipeline::Speech;
+use needtag::pipeline::{Engine, MemoMeta, Speech};
 use needtag::Config;
 
 #[derive(Parser)]
@@ -37,6 +37,9 @@ struct Global {
     /// Threads per transcription.
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Needs library directory (default: the library compiled into the binary).
+    #[arg(long, global = true, env = "NEEDTAG_LIBRARY")]
+    library: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -51,6 +54,53 @@ enum Command {
         #[arg(long)]
         no_vad: bool,
     },
+    /// Tag a text: needs, actions, next steps, contacts, vague flag (JSON). Reads stdin without --text.
+    Tag {
+        #[arg(long)]
+        text: Option<String>,
+        /// When the memo was recorded (RFC 3339), for resolving "下周三" and the like.
+        #[arg(long)]
+        recorded_at: Option<String>,
+        /// Keywords and BM25 only, without sentence embeddings.
+        #[arg(long)]
+        keyword_only: bool,
+        /// Add every need's matching features and evidence, fired or not.
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Transcribe and tag a voice memo (JSON).
+    Memo {
+        file: PathBuf,
+        #[arg(long)]
+        recorded_at: Option<String>,
+        #[arg(long)]
+        rep_id: Option<String>,
+        #[arg(long)]
+        customer_id: Option<String>,
+    },
+    /// Evaluate the library on labeled memos (JSONL): precision, recall and F1 per need and action.
+    Eval {
+        file: PathBuf,
+        /// Compare with the library in this directory, memo by memo.
+        #[arg(long)]
+        compare: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        keyword_only: bool,
+        /// How many misses to list (default 30; 0 for none).
+        #[arg(long, default_value_t = 30)]
+        misses: usize,
+        /// Also write every (memo, need) pair's matching features and label to this JSONL file.
+        #[arg(long)]
+        features: Option<PathBuf>,
+        /// Fit the library's scoring weights on this file and print them as TOML for library.toml.
+        #[arg(long)]
+        fit: bool,
+    },
+    /// Needs library tools.
+    #[command(subcommand)]
+    Library(LibraryCommand),
     /// Decode audio files and print what was found (container, codec, duration) and how long
     /// decoding and resampling took, one JSON line per file.
     Probe { files: Vec<PathBuf> },
@@ -66,6 +116,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum LibraryCommand {
+    /// Validate a library directory and list every problem; exits non-zero on any.
+    Check { dir: Option<PathBuf> },
+    /// Summarise a library: version, counts per domain.
+    Show { dir: Option<PathBuf> },
 }
 
 pub fn run() -> ExitCode {
@@ -105,6 +163,9 @@ fn config(g: &Global) -> Result<Config> {
     if let Some(t) = g.threads {
         cfg.asr.threads = t;
     }
+    if let Some(l) = &g.library {
+        cfg.library = Some(l.clone());
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -137,6 +198,134 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 .then(|| speech.asr().build_prompt(&[]));
             let out = speech.transcribe(&mut worker, &bytes, prompt.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tag {
+            text,
+            recorded_at,
+            keyword_only,
+            explain,
+        } => {
+            let mut cfg = config(&cli.global)?;
+            cfg.matcher.semantic = !keyword_only;
+            let text = match text {
+                Some(t) => t,
+                None => {
+                    let mut s = String::new();
+                    std::io::stdin().read_to_string(&mut s)?;
+                    s
+                }
+            };
+            let engine = Engine::load(&cfg, false)?;
+            let out = engine.tag_text(&text, parse_time(recorded_at.as_deref())?, !keyword_only)?;
+            let mut v = serde_json::to_value(&out)?;
+            if explain {
+                let loaded = engine.current();
+                let analysis = loaded.matcher.analyze(text.trim(), !keyword_only)?;
+                v["explain"] = serde_json::to_value(loaded.matcher.explain(&analysis))?;
+                v["clauses"] = serde_json::to_value(
+                    analysis
+                        .text
+                        .clauses
+                        .iter()
+                        .map(|c| &c.norm)
+                        .collect::<Vec<_>>(),
+                )?;
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Memo {
+            file,
+            recorded_at,
+            rep_id,
+            customer_id,
+        } => {
+            let cfg = config(&cli.global)?;
+            let bytes = read_file(&file)?;
+            let engine = Engine::load(&cfg, true)?;
+            let mut worker = engine.speech().expect("speech loaded").worker()?;
+            let meta = MemoMeta {
+                rep_id,
+                customer_id,
+                recorded_at: parse_time(recorded_at.as_deref())?,
+            };
+            let out = engine.process_memo(&mut worker, &bytes, meta)?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval {
+            file,
+            compare,
+            json,
+            keyword_only,
+            misses,
+            features,
+            fit,
+        } => {
+            let mut cfg = config(&cli.global)?;
+            cfg.matcher.semantic = !keyword_only;
+            if fit {
+                return crate::report::fit(&cfg, &file);
+            }
+            crate::report::eval(
+                &cfg,
+                &file,
+                compare.as_deref(),
+                json,
+                !keyword_only,
+                misses,
+                features.as_deref(),
+            )
+        }
+        Command::Library(LibraryCommand::Check { dir }) => {
+            let dir = dir
+                .or_else(|| cli.global.library.clone())
+                .unwrap_or_else(|| PathBuf::from("need-library"));
+            match needtag::library::Library::load(&dir) {
+                Ok(lib) => {
+                    println!(
+                        "{}: valid, version {} ({} needs, {} actions, {} packs)",
+                        dir.display(),
+                        lib.version,
+                        lib.needs.len(),
+                        lib.actions.len(),
+                        lib.packs.len()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(needtag::Error::Library(problems)) => {
+                    for p in &problems.0 {
+                        let base = if p.file.starts_with('/') {
+                            String::new()
+                        } else {
+                            format!("{}/", dir.display())
+                        };
+                        println!("{base}{p}");
+                    }
+                    eprintln!("{} problem(s); the library is not valid", problems.0.len());
+                    Ok(ExitCode::from(1))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Library(LibraryCommand::Show { dir }) => {
+            let lib = match dir.or_else(|| cli.global.library.clone()) {
+                Some(d) => needtag::library::Library::load(&d)?,
+                None => needtag::library::Library::embedded()?,
+            };
+            let mut domains = std::collections::BTreeMap::<&str, usize>::new();
+            for n in &lib.needs {
+                *domains.entry(n.domain.as_str()).or_default() += 1;
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "name": lib.name, "version": lib.version, "source": lib.source,
+                    "needs": lib.needs.len(), "actions": lib.actions.len(), "packs": lib.packs.len(),
+                    "needs_per_domain": domains,
+                }))?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Probe { files } => {
@@ -204,16 +393,16 @@ fn references(dir: &std::path::Path) -> Result<Vec<(PathBuf, String)>> {
         ))
     };
     let mut out = Vec::new();
-    if let Some(rows) = rows("manifest.tsv")? {
-        for r in rows {
-            let (Some(file), Some(text)) = (r.get("file"), r.get("reference_text")) else {
-                continue;
-            };
-            if !text.is_empty() && !text.starts_with('(') {
-                out.push((dir.join(file), text.clone()));
-            }
+    for r in rows("manifest.tsv")?.unwrap_or_default() {
+        let (Some(file), Some(text)) = (r.get("file"), r.get("reference_text").or(r.get("text")))
+        else {
+            continue;
+        };
+        if !text.is_empty() && !text.starts_with('(') && dir.join(file).is_file() {
+            out.push((dir.join(file), text.clone()));
         }
-    } else if let Some(rows) = rows("scripts.tsv")? {
+    }
+    if let Some(rows) = rows("scripts.tsv")? {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_file())
@@ -233,9 +422,15 @@ fn references(dir: &std::path::Path) -> Result<Vec<(PathBuf, String)>> {
                 }
             }
         }
-    } else {
-        anyhow::bail!("{} has neither manifest.tsv nor scripts.tsv", dir.display());
     }
+    if out.is_empty() {
+        anyhow::bail!(
+            "{} has no labeled recordings (manifest.tsv or scripts.tsv)",
+            dir.display()
+        );
+    }
+    out.sort();
+    out.dedup_by(|a, b| a.0 == b.0);
     Ok(out)
 }
 
@@ -299,7 +494,22 @@ fn asr_eval(cfg: &Config, dir: &std::path::Path, json: bool) -> Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-/// Domain words for the whisper prompt (the needs library's, once it is loaded).
-fn prompt_words(_cfg: &Config) -> Vec<String> {
-    Vec::new()
+/// Domain words for the whisper prompt: the configured library's.
+fn prompt_words(cfg: &Config) -> Vec<String> {
+    let lib = match &cfg.library {
+        Some(d) => needtag::library::Library::load(d),
+        None => needtag::library::Library::embedded(),
+    };
+    lib.map(|l| l.prompt_words()).unwrap_or_default()
+}
+
+fn parse_time(s: Option<&str>) -> Result<Option<chrono::DateTime<chrono::FixedOffset>>> {
+    s.map(|s| {
+        chrono::DateTime::parse_from_rfc3339(s).map_err(|e| {
+            anyhow::anyhow!(needtag::Error::InvalidInput(format!(
+                "recorded_at {s:?} is not RFC 3339: {e}"
+            )))
+        })
+    })
+    .transpose()
 }

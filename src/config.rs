@@ -118,6 +118,13 @@ pub struct AsrConfig {
     pub threads: usize,
     /// Bias whisper toward the needs library's vocabulary with an initial prompt.
     pub domain_prompt: bool,
+    /// Longest prompt in tokens (whisper allows 223; each token costs decoding time).
+    pub prompt_tokens: usize,
+    /// The prompt: this head, then library words joined by the separator, then the tail.
+    /// Whisper copies the prompt's script and style (a spoken head keeps fillers verbatim).
+    pub prompt_head: String,
+    pub prompt_separator: String,
+    pub prompt_tail: String,
     /// Beam size; 1 is greedy decoding.
     pub beam_size: usize,
     /// Retry with higher temperature when decoding looks degenerate (slower).
@@ -134,6 +141,10 @@ impl Default for AsrConfig {
         Self {
             threads: 1,
             domain_prompt: true,
+            prompt_tokens: 120,
+            prompt_head: "以下是销售代表拜访客户后的普通话语音备忘录，内容涉及：".into(),
+            prompt_separator: "、".into(),
+            prompt_tail: "。".into(),
             beam_size: 1,
             temperature_fallback: false,
             adaptive_audio_ctx: true,

@@ -58,6 +58,8 @@ pub enum Error {
     AudioTooShort { seconds: f64, limit: f64 },
     #[error("upload is {bytes} bytes; the limit is {limit} bytes")]
     PayloadTooLarge { bytes: usize, limit: usize },
+    #[error("text is {chars} characters long; the limit is {limit}")]
+    TextTooLong { chars: usize, limit: usize },
     #[error("invalid input: {0}")]
     InvalidInput(String),
     #[error("invalid needs library: {0}")]
@@ -84,6 +86,7 @@ impl Error {
             Error::AudioTooLong { .. } => "audio_too_long",
             Error::AudioTooShort { .. } => "audio_too_short",
             Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::TextTooLong { .. } => "text_too_long",
             Error::InvalidInput(_) => "invalid_input",
             Error::Library(_) => "invalid_library",
             Error::ModelUnavailable(_) => "model_unavailable",
@@ -104,6 +107,7 @@ impl Error {
                 | Error::AudioTooLong { .. }
                 | Error::AudioTooShort { .. }
                 | Error::PayloadTooLarge { .. }
+                | Error::TextTooLong { .. }
                 | Error::InvalidInput(_)
                 | Error::Library(_)
         )

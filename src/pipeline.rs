@@ -1,14 +1,22 @@
 //! The one entry point: audio bytes or text in, one result out. Owns the loaded models and the
-//! current needs library; parses no flags and speaks no HTTP.
+//! current needs library (swapped atomically on reload); parses no flags and speaks no HTTP.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
+use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 
+use crate::actions;
 use crate::asr::{Asr, AsrWorker, Transcript};
 use crate::audio::{self, AudioInfo, Vad};
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::library::Library;
+use crate::matcher::{Embedder, Matcher};
+use crate::result::{MemoResult, Models, Tags, TextResult};
 
 /// Milliseconds spent in each stage.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
@@ -97,21 +105,20 @@ impl Speech {
         };
         timings.vad_ms = ms(t);
 
-        let speech_detected = !speech.is_empty();
         let t = Instant::now();
-        let transcript = if speech_detected {
-            worker.transcribe(&self.asr, &speech, prompt, &*to_original)?
-        } else {
+        let transcript = if speech.is_empty() {
             Transcript {
                 language: "zh".into(),
                 ..Default::default()
             }
+        } else {
+            worker.transcribe(&self.asr, &speech, prompt, &*to_original)?
         };
         timings.asr_ms = ms(t);
         timings.total_ms = ms(total);
         Ok(Transcription {
             duration_s: decoded.duration_s(),
-            speech_detected: speech_detected && !transcript.text.is_empty(),
+            speech_detected: !transcript.text.is_empty(),
             speech_s: speech.len() as f64 / audio::SAMPLE_RATE as f64,
             transcript,
             audio: decoded.info,
@@ -119,4 +126,258 @@ impl Speech {
             timings,
         })
     }
+}
+
+/// The current library, compiled, with the whisper prompt made from its words.
+pub struct Loaded {
+    pub matcher: Matcher,
+    pub prompt: Option<String>,
+}
+
+/// Optional facts about a memo sent with it.
+#[derive(Debug, Clone, Default)]
+pub struct MemoMeta {
+    pub rep_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub recorded_at: Option<DateTime<FixedOffset>>,
+}
+
+/// Everything loaded: models, the current library, configuration.
+pub struct Engine {
+    cfg: Config,
+    embedder: Option<Arc<Embedder>>,
+    speech: Option<Speech>,
+    current: ArcSwap<Loaded>,
+}
+
+/// The result of a library reload.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Reloaded {
+    pub version: String,
+    pub previous_version: String,
+    pub changed: bool,
+    pub needs: usize,
+    pub actions: usize,
+    pub packs: usize,
+}
+
+impl Engine {
+    /// Load the library and the text models; with `speech`, also whisper and the VAD.
+    pub fn load(cfg: &Config, speech: bool) -> Result<Engine> {
+        let embedder = if cfg.matcher.semantic {
+            crate::onnx::init(&cfg.models.path(&cfg.models.onnxruntime))?;
+            Some(Arc::new(Embedder::load(
+                &cfg.models.path(&cfg.models.embedding),
+                &cfg.models.path(&cfg.models.tokenizer),
+                cfg.matcher.embedding_threads,
+                cfg.server.workers.max(1) + 1,
+            )?))
+        } else {
+            None
+        };
+        let speech = if speech {
+            Some(Speech::load(cfg)?)
+        } else {
+            None
+        };
+        let library = match &cfg.library {
+            Some(dir) => Library::load(dir)?,
+            None => Library::embedded()?,
+        };
+        let loaded = Self::compile(library, embedder.clone(), speech.as_ref(), cfg)?;
+        Ok(Engine {
+            cfg: cfg.clone(),
+            embedder,
+            speech,
+            current: ArcSwap::from_pointee(loaded),
+        })
+    }
+
+    fn compile(
+        library: Library,
+        embedder: Option<Arc<Embedder>>,
+        speech: Option<&Speech>,
+        cfg: &Config,
+    ) -> Result<Loaded> {
+        let prompt = match speech {
+            Some(s) if cfg.asr.domain_prompt => Some(s.asr().build_prompt(&library.prompt_words())),
+            _ => None,
+        };
+        Ok(Loaded {
+            matcher: Matcher::build(Arc::new(library), embedder)?,
+            prompt,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn current(&self) -> Arc<Loaded> {
+        self.current.load_full()
+    }
+
+    pub fn library(&self) -> Arc<Library> {
+        self.current.load().matcher.lib.clone()
+    }
+
+    pub fn speech(&self) -> Option<&Speech> {
+        self.speech.as_ref()
+    }
+
+    pub fn has_semantic(&self) -> bool {
+        self.embedder.is_some()
+    }
+
+    pub fn models(&self) -> Models {
+        Models {
+            asr: self
+                .speech
+                .as_ref()
+                .map(|s| s.asr().model_name().to_string())
+                .unwrap_or_default(),
+            embedding: self.embedder.as_ref().map(|e| e.name().to_string()),
+            vad: self
+                .speech
+                .as_ref()
+                .filter(|_| self.cfg.audio.vad)
+                .map(|_| "silero-vad-16k.onnx".to_string()),
+        }
+    }
+
+    /// Validate the library at `dir` (or the configured one) and swap it in. An invalid library
+    /// is refused with its problems and the current one keeps serving.
+    pub fn reload(&self, dir: Option<&Path>) -> Result<Reloaded> {
+        let dir = dir
+            .map(Path::to_path_buf)
+            .or_else(|| self.cfg.library.clone());
+        let library = match &dir {
+            Some(d) => Library::load(d)?,
+            None => Library::embedded()?,
+        };
+        let previous = self.library();
+        let summary = |lib: &Library, changed| Reloaded {
+            version: lib.version.clone(),
+            previous_version: previous.version.clone(),
+            changed,
+            needs: lib.needs.len(),
+            actions: lib.actions.len(),
+            packs: lib.packs.len(),
+        };
+        if library.version == previous.version {
+            return Ok(summary(&library, false));
+        }
+        let out = summary(&library, true);
+        let loaded = Self::compile(
+            library,
+            self.embedder.clone(),
+            self.speech.as_ref(),
+            &self.cfg,
+        )?;
+        self.current.store(Arc::new(loaded));
+        Ok(out)
+    }
+
+    /// Tag a text with the current library.
+    pub fn tag_text(
+        &self,
+        text: &str,
+        recorded_at: Option<DateTime<FixedOffset>>,
+        semantic: bool,
+    ) -> Result<TextResult> {
+        let loaded = self.current();
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(Error::InvalidInput("text is empty".into()));
+        }
+        let chars = text.chars().count();
+        if chars > self.cfg.server.max_text_chars {
+            return Err(Error::TextTooLong {
+                chars,
+                limit: self.cfg.server.max_text_chars,
+            });
+        }
+        let t = Instant::now();
+        let semantic = semantic && loaded.matcher.has_semantic();
+        let tags = tag(&loaded.matcher, text, recorded_at, semantic)?;
+        let tag_ms = ms(t);
+        Ok(TextResult {
+            text: text.to_string(),
+            tags,
+            mode: if semantic { "hybrid" } else { "keyword" },
+            timings: Timings {
+                tag_ms,
+                total_ms: tag_ms,
+                ..Timings::default()
+            },
+        })
+    }
+
+    /// Transcribe and tag one voice memo.
+    pub fn process_memo(
+        &self,
+        worker: &mut AsrWorker,
+        bytes: &[u8],
+        meta: MemoMeta,
+    ) -> Result<MemoResult> {
+        let speech = self
+            .speech
+            .as_ref()
+            .ok_or_else(|| Error::ModelUnavailable("speech models are not loaded".into()))?;
+        let total = Instant::now();
+        let loaded = self.current();
+        let tr = speech.transcribe(worker, bytes, loaded.prompt.as_deref())?;
+        let t = Instant::now();
+        let recorded_at = meta.recorded_at.unwrap_or_else(now);
+        let tags = tag(
+            &loaded.matcher,
+            &tr.transcript.text,
+            Some(recorded_at),
+            loaded.matcher.has_semantic(),
+        )?;
+        let mut timings = tr.timings;
+        timings.tag_ms = ms(t);
+        timings.total_ms = ms(total);
+        Ok(MemoResult {
+            memo_id: uuid::Uuid::new_v4().to_string(),
+            rep_id: meta.rep_id,
+            customer_id: meta.customer_id,
+            recorded_at: recorded_at.to_rfc3339(),
+            duration_s: tr.duration_s,
+            speech_detected: tr.speech_detected,
+            transcript: tr.transcript,
+            audio: tr.audio,
+            tags,
+            models: self.models(),
+            timings,
+        })
+    }
+}
+
+/// Now, in China Standard Time (the product's reps work in +08:00).
+pub fn now() -> DateTime<FixedOffset> {
+    Utc::now().with_timezone(&FixedOffset::east_opt(8 * 3600).unwrap())
+}
+
+/// Needs, actions, next steps, contacts and the vague flag of a text.
+pub fn tag(
+    matcher: &Matcher,
+    text: &str,
+    recorded_at: Option<DateTime<FixedOffset>>,
+    semantic: bool,
+) -> Result<Tags> {
+    let analysis = matcher.analyze(text, semantic)?;
+    let (needs, ruled_out) = matcher.tag_needs(&analysis);
+    let today = recorded_at.unwrap_or_else(now).date_naive();
+    let report = actions::classify(matcher, &analysis, &needs, today);
+    Ok(Tags {
+        needs,
+        ruled_out,
+        actions: report.actions,
+        high_value: report.high_value,
+        next_steps: report.next_steps,
+        contacts: report.contacts,
+        vague: report.vague,
+        library_version: matcher.lib.version.clone(),
+    })
 }

@@ -33,7 +33,11 @@ fn real_recordings_transcribe_in_simplified_chinese_within_cer_bounds() {
     let cfg = common::config();
     let speech = Speech::load(&cfg).expect("models are prepared by .ci/setup");
     let mut worker = speech.worker().unwrap();
-    let prompt = speech.asr().build_prompt(&[]);
+    let prompt = speech.asr().build_prompt(
+        &needtag::library::Library::embedded()
+            .unwrap()
+            .prompt_words(),
+    );
     for (file, reference, bound) in CLIPS {
         let out = speech
             .transcribe(&mut worker, &common::fixture_bytes(file), Some(&prompt))

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::zh;
 
 /// Whisper's decoder context is 448 tokens; at most half of it may be prompt.
-const PROMPT_TOKEN_BUDGET: usize = 200;
+pub const MAX_PROMPT_TOKENS: usize = 223;
 
 /// A loaded whisper model.
 pub struct Asr {
@@ -95,20 +95,27 @@ impl Asr {
     /// Whisper continues in the script and vocabulary of its prompt, so this both keeps the output
     /// Simplified and biases it toward the product and customer words reps say.
     pub fn build_prompt(&self, words: &[String]) -> String {
-        let head = "以下是销售代表拜访客户后的普通话语音备忘录，内容涉及";
-        let mut prompt = String::from(head);
+        let mut prompt = self.cfg.prompt_head.clone();
         let mut first = true;
         for w in words {
-            let candidate = format!("{prompt}{}{w}", if first { "：" } else { "、" });
-            match self.ctx.tokenize(&candidate, PROMPT_TOKEN_BUDGET + 8) {
-                Ok(tokens) if tokens.len() < PROMPT_TOKEN_BUDGET => {
+            let candidate = format!(
+                "{prompt}{}{w}",
+                if first {
+                    ""
+                } else {
+                    &self.cfg.prompt_separator
+                }
+            );
+            let budget = self.cfg.prompt_tokens.min(MAX_PROMPT_TOKENS);
+            match self.ctx.tokenize(&candidate, budget + 8) {
+                Ok(tokens) if tokens.len() < budget => {
                     prompt = candidate;
                     first = false;
                 }
                 _ => break,
             }
         }
-        prompt.push('。');
+        prompt.push_str(&self.cfg.prompt_tail);
         prompt
     }
 }

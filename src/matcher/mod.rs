@@ -1,0 +1,601 @@
+//! Matching a memo's text against the library: keywords and synonyms (verbatim or heard wrong),
+//! BM25 retrieval through tantivy, sentence-embedding similarity to the library's example
+//! sentences, clause-level negation, and one calibrated confidence per need.
+//!
+//! A `Matcher` is compiled once per library version (dictionary, index, automata, embedded
+//! prototypes) and shared read-only by every request.
+
+pub mod embed;
+pub mod homophone;
+pub mod index;
+pub mod semantic;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+
+pub use embed::Embedder;
+pub use index::Owner;
+
+use crate::error::{Error, Result};
+use crate::library::{normalize_term, Library, Weights};
+use crate::result::{Evidence, EvidenceKind, NeedTag, RuledOut};
+use crate::text::{self, Analyzed, Cues, Segmenter};
+use homophone::HomophoneIndex;
+use index::LibraryIndex;
+use semantic::{ClauseSemantics, Semantic};
+
+/// Need probability from the embeddings shown as evidence for a clause without a term.
+const SEMANTIC_EVIDENCE: f32 = 0.3;
+/// Need probability high enough that a negated clause rules the need out.
+const SEMANTIC_STRONG: f32 = 0.5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TermKind {
+    Keyword,
+    Synonym,
+}
+
+#[derive(Debug, Clone)]
+struct TermInfo {
+    owner: Owner,
+    kind: TermKind,
+    text: String,
+}
+
+pub struct Matcher {
+    pub lib: Arc<Library>,
+    pub cues: Cues,
+    seg: Segmenter,
+    terms: AhoCorasick,
+    term_info: Vec<TermInfo>,
+    action_terms: AhoCorasick,
+    action_term_info: Vec<TermInfo>,
+    exclusions: AhoCorasick,
+    exclusion_owner: Vec<usize>,
+    homophones: HomophoneIndex,
+    index: LibraryIndex,
+    semantic: Option<Semantic>,
+}
+
+/// A library term found in the text (character range in the whole text).
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub range: Range<usize>,
+    pub clause: usize,
+    pub owner: Owner,
+    pub kind: EvidenceKind,
+    pub matched: String,
+}
+
+/// Everything computed for one text, shared by need tagging and action classification.
+pub struct Analysis {
+    pub text: Analyzed,
+    /// Need terms, verbatim or heard wrong.
+    pub hits: Vec<Hit>,
+    /// Action keywords and patterns.
+    pub action_hits: Vec<Hit>,
+    /// Needs whose exclusions occur, per clause.
+    excluded: Vec<Vec<usize>>,
+    /// BM25 score per library entry, per clause.
+    pub bm25: Vec<HashMap<Owner, f32>>,
+    /// Need and action probabilities from the sentence embeddings, per clause.
+    pub semantic: Option<Vec<ClauseSemantics>>,
+}
+
+/// Matching features of one need across a memo, before thresholding (for tuning and `eval`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct NeedFeatures {
+    /// Strongest verbatim evidence: 1 keyword, 0.85 synonym, 0.7 homophone, 0 none.
+    pub lexical: f32,
+    /// Highest probability of the need in any clause, from the sentence embeddings.
+    pub semantic: f32,
+    /// Highest BM25 score in any clause.
+    pub bm25: f32,
+    /// Highest BM25 score relative to the best-scoring entry of the same clause (1 = top).
+    pub bm25_rel: f32,
+    /// Mentioned, but every mention is negated.
+    pub negated_only: bool,
+}
+
+fn build_automaton(patterns: &[String], kind: MatchKind) -> Result<AhoCorasick> {
+    AhoCorasickBuilder::new()
+        .match_kind(kind)
+        .build(patterns)
+        .map_err(|e| Error::Index(format!("term automaton: {e}")))
+}
+
+/// Character ranges of byte-offset matches.
+fn char_range(s: &str, start: usize, end: usize) -> Range<usize> {
+    let a = s[..start].chars().count();
+    a..a + s[start..end].chars().count()
+}
+
+impl Matcher {
+    /// Compile a library. With an embedder, its example sentences become semantic prototypes.
+    pub fn build(lib: Arc<Library>, embedder: Option<Arc<Embedder>>) -> Result<Matcher> {
+        let cues = Cues::new(&lib.language)?;
+        let mut term_info = Vec::new();
+        let mut exclusion_owner = Vec::new();
+        let mut exclusions = Vec::new();
+        for (i, n) in lib.needs.iter().enumerate() {
+            for (kind, list) in [
+                (TermKind::Keyword, &n.keywords),
+                (TermKind::Synonym, &n.synonyms),
+            ] {
+                for t in list {
+                    term_info.push(TermInfo {
+                        owner: Owner::Need(i),
+                        kind,
+                        text: normalize_term(t),
+                    });
+                }
+            }
+            for e in &n.exclusions {
+                exclusions.push(normalize_term(e));
+                exclusion_owner.push(i);
+            }
+        }
+        let mut action_term_info = Vec::new();
+        for (i, a) in lib.actions.iter().enumerate() {
+            for k in &a.keywords {
+                action_term_info.push(TermInfo {
+                    owner: Owner::Action(i),
+                    kind: TermKind::Keyword,
+                    text: normalize_term(k),
+                });
+            }
+        }
+        let patterns = |v: &[TermInfo]| v.iter().map(|t| t.text.clone()).collect::<Vec<_>>();
+        let terms = build_automaton(&patterns(&term_info), MatchKind::Standard)?;
+        let action_terms = build_automaton(&patterns(&action_term_info), MatchKind::Standard)?;
+        let exclusions = build_automaton(&exclusions, MatchKind::Standard)?;
+        let homophones = HomophoneIndex::new(
+            term_info
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.text.as_str(), i)),
+        );
+        let words = term_info
+            .iter()
+            .chain(&action_term_info)
+            .map(|t| t.text.as_str())
+            .chain(lib.packs.iter().map(|p| p.title.as_str()))
+            .collect::<Vec<_>>();
+        let seg = Segmenter::new(words);
+        let index = LibraryIndex::build(&lib, &seg)?;
+        let semantic = match embedder {
+            Some(e) => Some(Semantic::build(&lib, e)?),
+            None => None,
+        };
+        Ok(Matcher {
+            lib,
+            cues,
+            seg,
+            terms,
+            term_info,
+            action_terms,
+            action_term_info,
+            exclusions,
+            exclusion_owner,
+            homophones,
+            index,
+            semantic,
+        })
+    }
+
+    pub fn has_semantic(&self) -> bool {
+        self.semantic.is_some()
+    }
+
+    pub fn embedding_model(&self) -> Option<&str> {
+        self.semantic.as_ref().map(|p| p.embedder.name())
+    }
+
+    pub fn segmenter(&self) -> &Segmenter {
+        &self.seg
+    }
+
+    /// Analyse a text: clauses, term hits, BM25 and (when `semantic` and available) similarity.
+    pub fn analyze(&self, text: &str, semantic: bool) -> Result<Analysis> {
+        let analyzed = text::analyze(text, &self.cues);
+        let norm = analyzed.norm_string();
+        let clause_of = |r: &Range<usize>| analyzed.clause_of(r.start);
+
+        // Need terms, verbatim. Within one need, a term inside a longer one of the same need
+        // is dropped ("镇痛" inside "镇痛方案").
+        let mut hits: Vec<Hit> = Vec::new();
+        for m in self.terms.find_overlapping_iter(&norm) {
+            let info = &self.term_info[m.pattern().as_usize()];
+            let range = char_range(&norm, m.start(), m.end());
+            let Some(clause) = clause_of(&range) else {
+                continue;
+            };
+            let kind = match info.kind {
+                TermKind::Keyword => EvidenceKind::Keyword,
+                TermKind::Synonym => EvidenceKind::Synonym,
+            };
+            hits.push(Hit {
+                range,
+                clause,
+                owner: info.owner,
+                kind,
+                matched: info.text.clone(),
+            });
+        }
+        let contained = |h: &Hit, all: &[Hit]| {
+            all.iter().any(|o| {
+                o.owner == h.owner
+                    && o.range != h.range
+                    && o.range.start <= h.range.start
+                    && h.range.end <= o.range.end
+            })
+        };
+        let snapshot = hits.clone();
+        hits.retain(|h| !contained(h, &snapshot));
+
+        // Terms heard wrong, where no verbatim term already covers the text.
+        for heard in self.homophones.find(&analyzed.norm) {
+            let range = heard.start..heard.end;
+            let info = &self.term_info[heard.id];
+            let heard_text: String = analyzed.norm[range.clone()].iter().collect();
+            if Segmenter::is_common_word(&heard_text) {
+                continue;
+            }
+            if hits.iter().any(|h| {
+                h.owner == info.owner && h.range.start < range.end && range.start < h.range.end
+            }) {
+                continue;
+            }
+            let Some(clause) = clause_of(&range) else {
+                continue;
+            };
+            hits.push(Hit {
+                range,
+                clause,
+                owner: info.owner,
+                kind: EvidenceKind::Homophone,
+                matched: info.text.clone(),
+            });
+        }
+
+        let mut excluded = vec![Vec::new(); analyzed.clauses.len()];
+        for m in self.exclusions.find_overlapping_iter(&norm) {
+            let range = char_range(&norm, m.start(), m.end());
+            if let Some(c) = clause_of(&range) {
+                excluded[c].push(self.exclusion_owner[m.pattern().as_usize()]);
+            }
+        }
+
+        let mut action_hits = Vec::new();
+        for m in self.action_terms.find_overlapping_iter(&norm) {
+            let info = &self.action_term_info[m.pattern().as_usize()];
+            let range = char_range(&norm, m.start(), m.end());
+            let Some(clause) = clause_of(&range) else {
+                continue;
+            };
+            action_hits.push(Hit {
+                range,
+                clause,
+                owner: info.owner,
+                kind: EvidenceKind::Keyword,
+                matched: info.text.clone(),
+            });
+        }
+        for (ci, c) in analyzed.clauses.iter().enumerate() {
+            for (ai, a) in self.lib.actions.iter().enumerate() {
+                for (re, src) in a.regexes.iter().zip(&a.patterns) {
+                    for m in re.find_iter(&c.norm) {
+                        let r = char_range(&c.norm, m.start(), m.end());
+                        let range = c.range.start + r.start..c.range.start + r.end;
+                        action_hits.push(Hit {
+                            range,
+                            clause: ci,
+                            owner: Owner::Action(ai),
+                            kind: EvidenceKind::Pattern,
+                            matched: src.clone(),
+                        });
+                    }
+                }
+            }
+        }
+
+        let n_needs = self.lib.needs.len();
+        let mut bm25 = Vec::with_capacity(analyzed.clauses.len());
+        for c in &analyzed.clauses {
+            let words: Vec<String> = self
+                .seg
+                .tokens(&c.norm)
+                .into_iter()
+                .map(|t| t.text)
+                .collect();
+            bm25.push(
+                self.index
+                    .search(&words, n_needs, 10)?
+                    .into_iter()
+                    .collect::<HashMap<_, _>>(),
+            );
+        }
+
+        let semantic = match (&self.semantic, semantic && !analyzed.clauses.is_empty()) {
+            (Some(sem), true) => {
+                let texts: Vec<&str> = analyzed.clauses.iter().map(|c| c.norm.as_str()).collect();
+                Some(sem.clauses(&texts)?)
+            }
+            _ => None,
+        };
+        Ok(Analysis {
+            text: analyzed,
+            hits,
+            action_hits,
+            excluded,
+            bm25,
+            semantic,
+        })
+    }
+
+    /// The evidence object for a range of the analysed text.
+    pub fn evidence(
+        &self,
+        a: &Analysis,
+        range: Range<usize>,
+        kind: EvidenceKind,
+        matched: &str,
+        score: f32,
+    ) -> Evidence {
+        Evidence {
+            start: range.start,
+            end: range.end,
+            text: a.text.original_slice(range),
+            kind,
+            matched: matched.to_string(),
+            score,
+        }
+    }
+
+    /// The scoring weights for how `a` was analysed (with or without embeddings).
+    pub fn weights(&self, a: &Analysis) -> &Weights {
+        if a.semantic.is_some() {
+            &self.lib.scoring.hybrid
+        } else {
+            &self.lib.scoring.keyword
+        }
+    }
+
+    /// The example sentence behind a semantic match.
+    pub fn prototype_text(&self, idx: usize) -> &str {
+        self.semantic
+            .as_ref()
+            .map(|p| p.text[idx].as_str())
+            .unwrap_or("")
+    }
+
+    /// Need tags and needs ruled out by negation.
+    pub fn tag_needs(&self, a: &Analysis) -> (Vec<NeedTag>, Vec<RuledOut>) {
+        let mut tags = Vec::new();
+        let mut ruled_out = Vec::new();
+        for (ni, need) in self.lib.needs.iter().enumerate() {
+            let (features, evidence, negated) = self.need_evidence(a, ni);
+            if evidence.is_empty() && negated.is_none() {
+                continue;
+            }
+            let confidence = fuse(&features, self.weights(a));
+            if !evidence.is_empty() && confidence >= self.lib.need_threshold(need) {
+                tags.push(NeedTag {
+                    id: need.id.clone(),
+                    name: need.name.clone(),
+                    domain: need.domain.clone(),
+                    confidence: (confidence * 1000.0).round() / 1000.0,
+                    evidence,
+                    packs: need
+                        .packs
+                        .iter()
+                        .filter_map(|p| self.lib.pack(p).cloned())
+                        .collect(),
+                });
+            } else if let (true, Some((ev, cue))) = (features.negated_only, negated) {
+                ruled_out.push(RuledOut {
+                    id: need.id.clone(),
+                    name: need.name.clone(),
+                    evidence: ev,
+                    cue,
+                });
+            }
+        }
+        tags.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+        (tags, ruled_out)
+    }
+
+    /// Features, positive evidence, and the first negated mention, of one need.
+    pub fn need_evidence(
+        &self,
+        a: &Analysis,
+        ni: usize,
+    ) -> (NeedFeatures, Vec<Evidence>, Option<(Evidence, String)>) {
+        let owner = Owner::Need(ni);
+        let mut f = NeedFeatures::default();
+        let mut evidence: Vec<Evidence> = Vec::new();
+        let mut negated: Option<(Evidence, String)> = None;
+        let mut any_mention = false;
+        let mut best_retrieval: Option<Evidence> = None;
+        let n_clauses = a.text.clauses.len();
+        for (ci, clause) in a.text.clauses.iter().enumerate() {
+            if a.excluded[ci].contains(&ni) {
+                continue;
+            }
+            let next = (ci + 1 < n_clauses && !a.hits.iter().any(|h| h.clause == ci + 1))
+                .then(|| a.text.clauses[ci + 1].norm.as_str());
+            let protected: Vec<Range<usize>> = a
+                .hits
+                .iter()
+                .filter(|h| h.clause == ci)
+                .map(|h| h.range.start - clause.range.start..h.range.end - clause.range.start)
+                .collect();
+            let mut clause_positive = false;
+            let mut clause_negated = false;
+            for h in a.hits.iter().filter(|h| h.clause == ci && h.owner == owner) {
+                any_mention = true;
+                let rel = h.range.start - clause.range.start..h.range.end - clause.range.start;
+                let strength = lexical_strength(h.kind);
+                match self
+                    .cues
+                    .need_negation(&clause.norm, &rel, &protected, next)
+                {
+                    Some(neg) => {
+                        clause_negated = true;
+                        if negated.is_none() {
+                            negated = Some((
+                                self.evidence(a, h.range.clone(), h.kind, &h.matched, strength),
+                                neg.cue,
+                            ));
+                        }
+                    }
+                    None => {
+                        clause_positive = true;
+                        f.lexical = f.lexical.max(strength);
+                        evidence.push(self.evidence(
+                            a,
+                            h.range.clone(),
+                            h.kind,
+                            &h.matched,
+                            strength,
+                        ));
+                    }
+                }
+            }
+            if clause_negated && !clause_positive {
+                continue;
+            }
+            let sem = a
+                .semantic
+                .as_ref()
+                .map(|s| (s[ci].need[ni], s[ci].nearest.get(&owner).map(|x| x.1)));
+            if !clause_positive {
+                // Without a verbatim term here, the clause's similarity and BM25 only count when
+                // the clause as a whole is not negated.
+                if let Some(neg) = self.cues.clause_negation(&clause.norm, next) {
+                    if let Some((p, Some(pi))) = sem {
+                        if p >= SEMANTIC_STRONG && negated.is_none() {
+                            negated = Some((
+                                self.evidence(
+                                    a,
+                                    clause.range.clone(),
+                                    EvidenceKind::Semantic,
+                                    self.prototype_text(pi),
+                                    p,
+                                ),
+                                neg.cue,
+                            ));
+                            any_mention = true;
+                        }
+                    }
+                    continue;
+                }
+            }
+            let bm = a.bm25[ci].get(&owner).copied().unwrap_or(0.0);
+            let top = a.bm25[ci]
+                .iter()
+                .filter(|(o, _)| matches!(o, Owner::Need(_)))
+                .map(|(_, s)| *s)
+                .fold(0.0f32, f32::max);
+            f.bm25 = f.bm25.max(bm);
+            if top > 0.0 {
+                f.bm25_rel = f.bm25_rel.max(bm / top);
+                if !clause_positive
+                    && bm >= top
+                    && bm > best_retrieval.as_ref().map(|e| e.score).unwrap_or(0.0)
+                {
+                    best_retrieval = Some(self.evidence(
+                        a,
+                        clause.range.clone(),
+                        EvidenceKind::Retrieval,
+                        "",
+                        bm,
+                    ));
+                }
+            }
+            if let Some((p, nearest)) = sem {
+                f.semantic = f.semantic.max(p);
+                if p >= SEMANTIC_EVIDENCE && !clause_positive {
+                    let example = nearest.map(|pi| self.prototype_text(pi)).unwrap_or("");
+                    evidence.push(self.evidence(
+                        a,
+                        clause.range.clone(),
+                        EvidenceKind::Semantic,
+                        example,
+                        p,
+                    ));
+                }
+            }
+        }
+        if evidence.is_empty() {
+            evidence.extend(best_retrieval);
+        }
+        f.negated_only = any_mention && f.lexical == 0.0 && negated.is_some();
+        if f.negated_only {
+            evidence
+                .retain(|e| e.kind != EvidenceKind::Semantic && e.kind != EvidenceKind::Retrieval);
+        }
+        evidence.sort_by(|x, y| x.start.cmp(&y.start).then(y.score.total_cmp(&x.score)));
+        (f, evidence, negated)
+    }
+}
+
+/// Why each need with any signal did or did not fire (for `needtag tag --explain`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explained {
+    pub id: String,
+    pub features: NeedFeatures,
+    pub confidence: f32,
+    pub threshold: f32,
+    pub evidence: Vec<Evidence>,
+    pub negated: Option<(Evidence, String)>,
+}
+
+impl Matcher {
+    pub fn explain(&self, a: &Analysis) -> Vec<Explained> {
+        let mut out: Vec<Explained> = (0..self.lib.needs.len())
+            .filter_map(|ni| {
+                let (features, evidence, negated) = self.need_evidence(a, ni);
+                let confidence = fuse(&features, self.weights(a));
+                (features.lexical > 0.0
+                    || features.semantic >= 0.05
+                    || features.bm25 > 0.0
+                    || negated.is_some())
+                .then(|| Explained {
+                    id: self.lib.needs[ni].id.clone(),
+                    features,
+                    confidence,
+                    threshold: self.lib.need_threshold(&self.lib.needs[ni]),
+                    evidence,
+                    negated,
+                })
+            })
+            .collect();
+        out.sort_by(|x, y| y.confidence.total_cmp(&x.confidence));
+        out
+    }
+}
+
+fn lexical_strength(kind: EvidenceKind) -> f32 {
+    match kind {
+        EvidenceKind::Keyword => 1.0,
+        EvidenceKind::Synonym => 0.85,
+        EvidenceKind::Homophone => 0.7,
+        _ => 0.0,
+    }
+}
+
+/// One confidence from the features: a logistic model whose weights come from the library
+/// (`[scoring]` in library.toml, fitted on labeled memos by `needtag eval --fit`).
+pub fn fuse(f: &NeedFeatures, w: &Weights) -> f32 {
+    let z = w.bias
+        + w.lexical * f.lexical
+        + w.semantic * f.semantic
+        + w.bm25_rel * f.bm25_rel
+        + w.bm25_log * (1.0 + f.bm25).ln()
+        + w.lexical_semantic * f.lexical * f.semantic;
+    1.0 / (1.0 + (-z).exp())
+}

@@ -1,0 +1,281 @@
+//! `needtag eval`: runs the evaluation and prints it for analysts (tables) or machines (--json).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use needtag::eval::{self, Metrics, Prediction, Report};
+use needtag::library::Library;
+use needtag::matcher::{Embedder, Matcher};
+use needtag::Config;
+
+fn matcher(cfg: &Config, dir: Option<&Path>, semantic: bool) -> Result<Matcher> {
+    let lib = match dir {
+        Some(d) => Library::load(d)?,
+        None => Library::embedded()?,
+    };
+    let embedder = if semantic {
+        needtag::onnx::init(&cfg.models.path(&cfg.models.onnxruntime))?;
+        Some(Arc::new(Embedder::load(
+            &cfg.models.path(&cfg.models.embedding),
+            &cfg.models.path(&cfg.models.tokenizer),
+            cfg.matcher.embedding_threads,
+            1,
+        )?))
+    } else {
+        None
+    };
+    Ok(Matcher::build(Arc::new(lib), embedder)?)
+}
+
+fn run(m: &Matcher, memos: &[eval::Memo], semantic: bool, label: &str) -> Result<Vec<Prediction>> {
+    let bar = ProgressBar::new(memos.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} memos, {eta} left")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    bar.set_message(label.to_string());
+    if memos.len() < 50 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let preds = eval::predict(m, memos, semantic, &|| bar.inc(1))?;
+    bar.finish_and_clear();
+    Ok(preds)
+}
+
+pub fn eval(
+    cfg: &Config,
+    file: &Path,
+    compare: Option<&Path>,
+    json: bool,
+    semantic: bool,
+    misses: usize,
+    features: Option<&Path>,
+) -> Result<ExitCode> {
+    let memos = eval::load_jsonl(file)?;
+    let base = matcher(cfg, cfg.library.as_deref(), semantic)?;
+    if let Some(out) = features {
+        let rows = eval::features(&base, &memos, semantic)?;
+        let mut text = String::new();
+        for r in rows {
+            text.push_str(&serde_json::to_string(&r)?);
+            text.push('\n');
+        }
+        std::fs::write(out, text)?;
+    }
+    let preds = run(&base, &memos, semantic, "evaluating")?;
+    let report = eval::report(&base, &memos, &preds, semantic);
+    let comparison = match compare {
+        Some(dir) => {
+            let other = matcher(cfg, Some(dir), semantic)?;
+            let other_preds = run(&other, &memos, semantic, "comparing")?;
+            let other_report = eval::report(&other, &memos, &other_preds, semantic);
+            Some((
+                eval::compare(
+                    &memos,
+                    &preds,
+                    &other_preds,
+                    &base.lib.version,
+                    &other.lib.version,
+                ),
+                other_report,
+            ))
+        }
+        None => None,
+    };
+    if json {
+        let mut v = serde_json::to_value(&report)?;
+        if let Some((c, r)) = &comparison {
+            v["compare"] = serde_json::json!({"diff": c, "report": r});
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_report(&report, misses);
+    if let Some((c, other)) = comparison {
+        println!(
+            "\n== compared with {} ({})",
+            compare.unwrap().display(),
+            c.other_version
+        );
+        println!(
+            "needs micro-F1 {:.3} → {:.3}, macro-F1 {:.3} → {:.3}; actions micro-F1 {:.3} → {:.3}",
+            report.needs.micro_f1,
+            other.needs.micro_f1,
+            report.needs.macro_f1,
+            other.needs.macro_f1,
+            report.actions.micro_f1,
+            other.actions.micro_f1
+        );
+        println!(
+            "gained on {} memos, lost on {}",
+            c.gained.len(),
+            c.lost.len()
+        );
+        for (title, list) in [("gained", &c.gained), ("lost", &c.lost)] {
+            for d in list {
+                println!(
+                    "  {title:6} {}: {}\n         before: {}\n         after:  {}",
+                    d.id,
+                    d.text,
+                    join(&d.base_errors),
+                    join(&d.other_errors)
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Refit the scoring weights for both modes and print them for library.toml.
+pub fn fit(cfg: &Config, file: &Path) -> Result<ExitCode> {
+    let memos = eval::load_jsonl(file)?;
+    let mut out = String::from("[scoring]\n");
+    let mut thresholds = Vec::new();
+    for (mode, semantic) in [("hybrid", true), ("keyword", false)] {
+        let m = matcher(cfg, cfg.library.as_deref(), semantic)?;
+        let rows = eval::features(&m, &memos, semantic)?;
+        let (w, th) = eval::fit_weights(&rows, semantic);
+        out.push_str(&format!(
+            "{mode} = {{ bias = {:.3}, lexical = {:.3}, semantic = {:.3}, bm25_rel = {:.3}, bm25_log = {:.3}, lexical_semantic = {:.3} }}\n",
+            w.bias, w.lexical, w.semantic, w.bm25_rel, w.bm25_log, w.lexical_semantic
+        ));
+        thresholds.push(format!("{mode}: {th:.2}"));
+    }
+    println!("{out}");
+    println!(
+        "# thresholds that maximise micro-F1 on {}: {}",
+        file.display(),
+        thresholds.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn join(v: &[String]) -> String {
+    if v.is_empty() {
+        "all right".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn print_metrics(title: &str, m: &Metrics) {
+    println!("\n{title}");
+    println!(
+        "  {:<30} {:>7} {:>6} {:>6} {:>6}   tp  fp  fn",
+        "id", "support", "P", "R", "F1"
+    );
+    for s in &m.labels {
+        println!(
+            "  {:<30} {:>7} {:>6.3} {:>6.3} {:>6.3}  {:>3} {:>3} {:>3}",
+            s.label, s.support, s.precision, s.recall, s.f1, s.counts.tp, s.counts.fp, s.counts.fn_
+        );
+    }
+    println!(
+        "  micro P {:.3} R {:.3} F1 {:.3}; macro F1 {:.3}",
+        m.micro_precision, m.micro_recall, m.micro_f1, m.macro_f1
+    );
+}
+
+fn print_report(r: &Report, misses: usize) {
+    println!(
+        "{} memos, {} mode, library {}",
+        r.memos, r.mode, r.library_version
+    );
+    print_metrics("needs", &r.needs);
+    print_metrics("actions (reported as done)", &r.actions);
+    println!(
+        "\nvague flag: P {:.3} R {:.3} F1 {:.3} (tp {} fp {} fn {})",
+        r.vague.precision,
+        r.vague.recall,
+        r.vague.f1,
+        r.vague.counts.tp,
+        r.vague.counts.fp,
+        r.vague.counts.fn_
+    );
+    println!(
+        "\nby category:\n  {:<16} {:>6} {:>10} {:>12} {:>7}",
+        "category", "memos", "needs F1", "actions F1", "exact"
+    );
+    for c in &r.categories {
+        println!(
+            "  {:<16} {:>6} {:>10.3} {:>12.3} {:>7}",
+            c.category, c.memos, c.needs_micro_f1, c.actions_micro_f1, c.exact
+        );
+    }
+    let list = |v: &[eval::Violation]| {
+        v.iter()
+            .map(|x| format!("{} {}", x.id, x.label))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "\nnegated needs tagged anyway: {} {}",
+        r.negated_needs_tagged.len(),
+        list(&r.negated_needs_tagged)
+    );
+    println!(
+        "planned actions counted as done: {} {}",
+        r.planned_actions_counted.len(),
+        list(&r.planned_actions_counted)
+    );
+    println!(
+        "negated actions counted as done: {} {}",
+        r.negated_actions_counted.len(),
+        list(&r.negated_actions_counted)
+    );
+    if !r.confused_pairs.is_empty() {
+        println!("\nmost confused (missed → tagged instead):");
+        for (a, b, n) in &r.confused_pairs {
+            println!("  {n:>3}  {a} → {b}");
+        }
+    }
+    if misses > 0 && !r.misses.is_empty() {
+        println!(
+            "\nmisses ({} memos; showing {}):",
+            r.misses.len(),
+            misses.min(r.misses.len())
+        );
+        for m in r.misses.iter().take(misses) {
+            let mut parts = Vec::new();
+            if !m.missed_needs.is_empty() {
+                parts.push(format!("missed {}", m.missed_needs.join(",")));
+            }
+            let with_evidence = |ids: &[String]| {
+                ids.iter()
+                    .map(|x| {
+                        format!(
+                            "{x}[{}]",
+                            m.extra_evidence
+                                .get(x)
+                                .map(|e| e.join(" "))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            if !m.extra_needs.is_empty() {
+                parts.push(format!("extra {}", with_evidence(&m.extra_needs)));
+            }
+            if !m.missed_actions.is_empty() {
+                parts.push(format!("missed action {}", m.missed_actions.join(",")));
+            }
+            if !m.extra_actions.is_empty() {
+                parts.push(format!("extra action {}", with_evidence(&m.extra_actions)));
+            }
+            if let Some((gold, got)) = m.vague {
+                parts.push(format!("vague {got} (should be {gold})"));
+            }
+            println!("  {}: {}\n      {}", m.id, parts.join("; "), m.text);
+        }
+    }
+    println!(
+        "\nlatency per memo: mean {:.2} ms, p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms",
+        r.latency_ms.mean, r.latency_ms.p50, r.latency_ms.p95, r.latency_ms.max
+    );
+}

@@ -1,0 +1,168 @@
+//! The result types: one JSON shape that the CLI prints, the API returns and the CRM stores.
+//! Field names here are a contract; add fields, do not rename them.
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::asr::Transcript;
+use crate::audio::AudioInfo;
+use crate::library::{Pack, Role, Tier};
+use crate::pipeline::Timings;
+
+/// How a piece of evidence was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum EvidenceKind {
+    /// A library keyword, verbatim.
+    Keyword,
+    /// A library synonym, verbatim.
+    Synonym,
+    /// A library term that sounds the same (a likely speech-recognition error: 陈列非 for 陈列费).
+    Homophone,
+    /// An action's regular expression.
+    Pattern,
+    /// Sentence-embedding similarity to the library's example sentences.
+    Semantic,
+    /// BM25 word overlap with the need's keywords, synonyms and examples (no verbatim term).
+    Retrieval,
+}
+
+/// The text that fired a tag: a character span of the memo's text (Unicode scalar values,
+/// end exclusive), the words, and why.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Evidence {
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
+    pub kind: EvidenceKind,
+    /// The library term, pattern or example sentence it matched.
+    pub matched: String,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NeedTag {
+    pub id: String,
+    pub name: String,
+    pub domain: String,
+    /// 0–1; the tag is returned when it reaches the need's threshold.
+    pub confidence: f32,
+    pub evidence: Vec<Evidence>,
+    pub packs: Vec<Pack>,
+}
+
+/// A need the memo mentions only to deny it or call it solved ("库存还够"): not tagged, reported
+/// so nobody sends a solution pack for it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RuledOut {
+    pub id: String,
+    pub name: String,
+    pub evidence: Evidence,
+    /// The words that negate it ("还够", "不需要").
+    pub cue: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ActionTag {
+    pub id: String,
+    pub name: String,
+    pub tier: Tier,
+    pub confidence: f32,
+    pub evidence: Vec<Evidence>,
+}
+
+/// A commitment with its due date range (inclusive), resolved against `recorded_at`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NextStep {
+    /// The clause that states it.
+    pub text: String,
+    /// The time expression as spoken ("下周三", "月底前"); absent when none was said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    #[schema(value_type = Option<String>, format = Date)]
+    pub due_from: Option<NaiveDate>,
+    #[schema(value_type = Option<String>, format = Date)]
+    pub due_to: Option<NaiveDate>,
+    /// The planned action it continues, when it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    pub evidence: Evidence,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Contact {
+    /// As spoken: "张主任", "采购部刘经理", "赵店长".
+    pub mention: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub surname: Option<String>,
+    pub title: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    pub start: usize,
+    pub end: usize,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Vague {
+    /// True when the memo has no concrete need, action, contact, number or dated next step.
+    pub flag: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Everything the text of a memo yields.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Tags {
+    pub needs: Vec<NeedTag>,
+    pub ruled_out: Vec<RuledOut>,
+    pub actions: Vec<ActionTag>,
+    /// True when a high-tier action was done.
+    pub high_value: bool,
+    pub next_steps: Vec<NextStep>,
+    pub contacts: Vec<Contact>,
+    pub vague: Vague,
+    pub library_version: String,
+}
+
+/// The result for a text (`needtag tag`, `POST /v1/tag`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TextResult {
+    pub text: String,
+    #[serde(flatten)]
+    pub tags: Tags,
+    /// `keyword` or `hybrid` (keywords and sentence embeddings).
+    pub mode: &'static str,
+    pub timings: Timings,
+}
+
+/// Names of the models that produced a result.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Models {
+    pub asr: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vad: Option<String>,
+}
+
+/// The result for a voice memo (`needtag memo`, `POST /v1/memos`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MemoResult {
+    pub memo_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rep_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    pub recorded_at: String,
+    pub duration_s: f64,
+    pub speech_detected: bool,
+    pub transcript: Transcript,
+    pub audio: AudioInfo,
+    #[serde(flatten)]
+    pub tags: Tags,
+    pub models: Models,
+    pub timings: Timings,
+}
