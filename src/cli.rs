@@ -98,6 +98,18 @@ enum Command {
         #[arg(long)]
         fit: bool,
     },
+    /// Run the HTTP service (see README: endpoints, configuration).
+    Serve {
+        /// Address to listen on (overrides server.bind / NEEDTAG_BIND).
+        #[arg(long)]
+        bind: Option<String>,
+        /// Transcription workers (each has its own whisper state).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Memos that may wait for a worker before new uploads get 503.
+        #[arg(long)]
+        queue: Option<usize>,
+    },
     /// Needs library tools.
     #[command(subcommand)]
     Library(LibraryCommand),
@@ -277,6 +289,24 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 misses,
                 features.as_deref(),
             )
+        }
+        Command::Serve {
+            bind,
+            workers,
+            queue,
+        } => {
+            let mut cfg = config(&cli.global)?;
+            if let Some(b) = bind {
+                cfg.server.bind = b;
+            }
+            if let Some(w) = workers {
+                cfg.server.workers = w;
+            }
+            if let Some(q) = queue {
+                cfg.server.queue = q;
+            }
+            cfg.validate()?;
+            serve(cfg)
         }
         Command::Library(LibraryCommand::Check { dir }) => {
             let dir = dir
@@ -491,6 +521,61 @@ fn asr_eval(cfg: &Config, dir: &std::path::Path, json: bool) -> Result<ExitCode>
             if cfg.asr.domain_prompt { "on" } else { "off" }
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(cfg: Config) -> Result<ExitCode> {
+    tracing::info!(config = %cfg.redacted(), "starting needtag {}", env!("CARGO_PKG_VERSION"));
+    if cfg.server.api_keys.is_empty() {
+        tracing::warn!(
+            "no API keys configured: the API is open to anyone who can reach {}",
+            cfg.server.bind
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&cfg.server.bind).await.with_context(|| format!("cannot listen on {}", cfg.server.bind))?;
+        let address = listener.local_addr()?;
+        let state = needtag::api::AppState::starting(&cfg);
+        // Listen at once (health checks pass, /readyz says not_ready) and load the models.
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
+        let loader = state.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            match loader.load() {
+                Ok(()) => {
+                    let lib = loader.get().map(|l| l.engine.library()).ok();
+                    tracing::info!(
+                        %address, library = %lib.as_ref().map(|l| l.version.clone()).unwrap_or_default(),
+                        workers = loader.cfg.server.workers, queue = loader.cfg.server.queue,
+                        load_ms = started.elapsed().as_millis() as u64, "needtag is ready"
+                    );
+                    println!("needtag ready on http://{address}");
+                }
+                Err(e) => {
+                    let _ = failed_tx.send(format!("[{}] {e}", e.code()));
+                }
+            }
+        });
+        println!("needtag listening on http://{address} (loading models)");
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let f2 = failed.clone();
+        let shutdown = async move {
+            tokio::select! {
+                _ = needtag::api::shutdown_signal() => {}
+                Ok(msg) = failed_rx => { *f2.lock().unwrap() = Some(msg); }
+            }
+        };
+        needtag::api::serve(listener, state, shutdown).await?;
+        if let Some(msg) = failed.lock().unwrap().take() {
+            anyhow::bail!("could not start: {msg}");
+        }
+        tracing::info!("stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

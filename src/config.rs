@@ -216,6 +216,8 @@ pub struct ServerConfig {
     pub max_text_chars: usize,
     /// API keys; with none configured the API is open (a warning is logged).
     pub api_keys: Vec<ApiKey>,
+    /// Memos one API key may have in flight at once (0: no per-key limit, only the queue's).
+    pub per_key_inflight: usize,
     pub idempotency_ttl_s: u64,
     pub idempotency_capacity: usize,
 }
@@ -230,6 +232,7 @@ impl Default for ServerConfig {
             batch_max: 100,
             max_text_chars: 5000,
             api_keys: Vec::new(),
+            per_key_inflight: 0,
             idempotency_ttl_s: 24 * 3600,
             idempotency_capacity: 1000,
         }

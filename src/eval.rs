@@ -36,16 +36,24 @@ pub struct Memo {
     pub categories: Vec<String>,
 }
 
+/// The development set of the default library, compiled in (the console's evaluation view).
+pub const BUNDLED_DEV_SET: &str = include_str!("../need-library/eval/dev.jsonl");
+
 pub fn load_jsonl(path: &Path) -> Result<Vec<Memo>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?;
+    parse_jsonl(&text, &path.display().to_string())
+}
+
+/// Labeled memos from JSONL text; errors name the line.
+pub fn parse_jsonl(text: &str, source: &str) -> Result<Vec<Memo>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let memo: Memo = serde_json::from_str(line)
-            .map_err(|e| Error::InvalidInput(format!("{}:{}: {e}", path.display(), i + 1)))?;
+            .map_err(|e| Error::InvalidInput(format!("{source}:{}: {e}", i + 1)))?;
         out.push(memo);
     }
     Ok(out)

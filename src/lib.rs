@@ -6,6 +6,7 @@
 //! together by [`pipeline`] into one [`result`] shape.
 
 pub mod actions;
+pub mod api;
 pub mod asr;
 pub mod audio;
 pub mod config;

@@ -1,0 +1,150 @@
+//! API keys: `Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in constant time with
+//! every configured key. Scopes: `tag` (memos, tagging) and `admin` (library reload).
+
+use axum::http::HeaderMap;
+use subtle::ConstantTimeEq;
+
+use super::error::ApiError;
+use crate::config::{ApiKey, Scope};
+
+/// Who is calling: the key's name (never the key), for logs and per-key limits.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+}
+
+fn presented(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim());
+    }
+    let auth = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = auth.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Check the request's key for `scope`. With no keys configured the API is open.
+pub fn authorize(keys: &[ApiKey], headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
+    if keys.is_empty() {
+        return Ok(Caller {
+            name: "anonymous".into(),
+        });
+    }
+    let Some(given) = presented(headers) else {
+        return Err(ApiError::new(
+            "unauthorized",
+            "an API key is required (Authorization: Bearer <key> or X-API-Key)",
+        ));
+    };
+    // Compare with every key without stopping early, so timing does not reveal which matched.
+    let mut found: Option<&ApiKey> = None;
+    for k in keys {
+        let equal: bool = k.key.as_bytes().ct_eq(given.as_bytes()).into();
+        if equal {
+            found = Some(k);
+        }
+    }
+    let Some(key) = found else {
+        return Err(ApiError::new("unauthorized", "the API key is not valid"));
+    };
+    if !key.scopes.contains(&scope) {
+        let s = match scope {
+            Scope::Tag => "tag",
+            Scope::Admin => "admin",
+        };
+        return Err(ApiError::new(
+            "forbidden",
+            format!("this API key lacks the {s} scope"),
+        ));
+    }
+    Ok(Caller {
+        name: if key.name.is_empty() {
+            "key".into()
+        } else {
+            key.name.clone()
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Vec<ApiKey> {
+        vec![
+            ApiKey {
+                key: "tag-key-0123456789".into(),
+                scopes: vec![Scope::Tag],
+                name: "crm".into(),
+            },
+            ApiKey {
+                key: "admin-key-0123456789".into(),
+                scopes: vec![Scope::Tag, Scope::Admin],
+                name: "ops".into(),
+            },
+        ]
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn keys_and_scopes() {
+        let k = keys();
+        assert_eq!(
+            authorize(&k, &headers(&[]), Scope::Tag).unwrap_err().code,
+            "unauthorized"
+        );
+        assert_eq!(
+            authorize(
+                &k,
+                &headers(&[("authorization", "Bearer nope")]),
+                Scope::Tag
+            )
+            .unwrap_err()
+            .code,
+            "unauthorized"
+        );
+        assert_eq!(
+            authorize(
+                &k,
+                &headers(&[("authorization", "Bearer tag-key-0123456789")]),
+                Scope::Tag
+            )
+            .unwrap()
+            .name,
+            "crm"
+        );
+        assert_eq!(
+            authorize(
+                &k,
+                &headers(&[("x-api-key", "tag-key-0123456789")]),
+                Scope::Admin
+            )
+            .unwrap_err()
+            .code,
+            "forbidden"
+        );
+        assert_eq!(
+            authorize(
+                &k,
+                &headers(&[("x-api-key", "admin-key-0123456789")]),
+                Scope::Admin
+            )
+            .unwrap()
+            .name,
+            "ops"
+        );
+        assert_eq!(
+            authorize(&[], &headers(&[]), Scope::Admin).unwrap().name,
+            "anonymous"
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! Prometheus metrics, kept in a few maps and rendered as text on `GET /metrics`: request counts
+//! and latencies by route and status, queue depth and busy workers, per-stage durations.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+#[derive(Clone)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram {
+            counts: vec![0; LATENCY_BUCKETS.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, v: f64) {
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            if v <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (b, c) in LATENCY_BUCKETS.iter().zip(&self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {c}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    latency: Mutex<BTreeMap<(String, String), Histogram>>,
+    stages: Mutex<BTreeMap<&'static str, Histogram>>,
+}
+
+impl Metrics {
+    pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((method.into(), route.into(), status))
+            .or_default() += 1;
+        self.latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((method.into(), route.into()))
+            .or_insert_with(Histogram::new)
+            .observe(seconds);
+    }
+
+    pub fn stage(&self, stage: &'static str, seconds: f64) {
+        self.stages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(stage)
+            .or_insert_with(Histogram::new)
+            .observe(seconds);
+    }
+
+    /// The Prometheus text exposition, with the gauges the caller passes in.
+    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP needtag_http_requests_total HTTP requests by method, route and status.\n# TYPE needtag_http_requests_total counter\n");
+        for ((m, r, s), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "needtag_http_requests_total{{method=\"{m}\",route=\"{r}\",status=\"{s}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP needtag_http_request_duration_seconds Request latency by method and route.\n# TYPE needtag_http_request_duration_seconds histogram\n");
+        for ((m, r), h) in self
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            h.render(
+                &mut out,
+                "needtag_http_request_duration_seconds",
+                &format!("method=\"{m}\",route=\"{r}\""),
+            );
+        }
+        out.push_str("# HELP needtag_stage_duration_seconds Time per pipeline stage (decode, vad, asr, tag).\n# TYPE needtag_stage_duration_seconds histogram\n");
+        for (s, h) in self.stages.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            h.render(
+                &mut out,
+                "needtag_stage_duration_seconds",
+                &format!("stage=\"{s}\""),
+            );
+        }
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_gauges() {
+        let m = Metrics::default();
+        m.request("POST", "/v1/tag", 200, 0.004);
+        m.request("POST", "/v1/tag", 200, 0.02);
+        m.stage("asr", 1.5);
+        let text = m.render(&[("needtag_queue_depth", "Jobs waiting.", 3.0)]);
+        assert!(text.contains(
+            "needtag_http_requests_total{method=\"POST\",route=\"/v1/tag\",status=\"200\"} 2"
+        ));
+        assert!(text.contains("needtag_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/tag\",le=\"0.005\"} 1"));
+        assert!(text.contains("needtag_stage_duration_seconds_count{stage=\"asr\"} 1"));
+        assert!(text.contains("needtag_queue_depth 3"));
+    }
+}

@@ -1,0 +1,239 @@
+//! The HTTP service (axum): routes, API keys, limits, the transcription queue, idempotency,
+//! metrics, OpenAPI and graceful shutdown. No pipeline logic lives here: handlers call
+//! [`crate::pipeline::Engine`].
+
+mod auth;
+pub mod console;
+pub mod error;
+mod idempotency;
+mod metrics;
+pub mod openapi;
+mod queue;
+mod routes;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::ApiError;
+use idempotency::IdempotencyStore;
+use metrics::Metrics;
+pub use queue::TranscriptionPool;
+
+use crate::config::Config;
+use crate::pipeline::Engine;
+
+/// Everything the handlers share. The server answers from the moment it listens; until the
+/// models are loaded, `/readyz` and the API say `not_ready`.
+pub struct AppState {
+    pub cfg: Config,
+    loaded: OnceLock<Loaded>,
+    metrics: Metrics,
+    idempotency: IdempotencyStore,
+    shutting_down: AtomicBool,
+    in_flight: Mutex<HashMap<String, usize>>,
+}
+
+/// The loaded engine and its transcription workers.
+pub struct Loaded {
+    pub engine: Arc<Engine>,
+    pub pool: TranscriptionPool,
+}
+
+impl AppState {
+    /// A state that is not ready yet; call [`AppState::load`] or [`AppState::set_engine`].
+    pub fn starting(cfg: &Config) -> Arc<AppState> {
+        Arc::new(AppState {
+            idempotency: IdempotencyStore::new(
+                cfg.server.idempotency_capacity,
+                Duration::from_secs(cfg.server.idempotency_ttl_s),
+            ),
+            metrics: Metrics::default(),
+            loaded: OnceLock::new(),
+            shutting_down: AtomicBool::new(false),
+            in_flight: Mutex::new(HashMap::new()),
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Load the models and library (blocking) and start the workers.
+    pub fn load(&self) -> crate::Result<()> {
+        let engine = Arc::new(Engine::load(&self.cfg, true)?);
+        self.set_engine(engine)
+    }
+
+    /// Serve with an engine loaded elsewhere.
+    pub fn set_engine(&self, engine: Arc<Engine>) -> crate::Result<()> {
+        let pool = TranscriptionPool::start(
+            engine.clone(),
+            self.cfg.server.workers,
+            self.cfg.server.queue,
+        )?;
+        let _ = self.loaded.set(Loaded { engine, pool });
+        Ok(())
+    }
+
+    /// The engine and workers, or `not_ready`.
+    pub fn get(&self) -> Result<&Loaded, ApiError> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(ApiError::new("not_ready", "the service is shutting down").retry_after(5));
+        }
+        self.loaded.get().ok_or_else(|| {
+            ApiError::new("not_ready", "the service is starting: models are loading").retry_after(2)
+        })
+    }
+
+    /// Count a request of `caller` in flight; `None` when the caller is over its limit.
+    fn enter(&self, caller: &str) -> Option<InFlight<'_>> {
+        let limit = self.cfg.server.per_key_inflight;
+        let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(caller.to_string()).or_default();
+        if limit > 0 && *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(InFlight {
+            state: self,
+            caller: caller.to_string(),
+        })
+    }
+}
+
+/// A request counted against its caller's in-flight limit until dropped.
+struct InFlight<'a> {
+    state: &'a AppState,
+    caller: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .state
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.caller) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let timeout = Duration::from_secs(state.cfg.server.request_timeout_s);
+    Router::new()
+        .route("/", get(console::index))
+        .route("/console/{*file}", get(console::asset))
+        .route("/v1/memos", post(routes::memos))
+        .route("/v1/tag", post(routes::tag))
+        .route("/v1/tag/batch", post(routes::tag_batch))
+        .route("/v1/library", get(routes::library))
+        .route("/v1/library/reload", post(routes::reload))
+        .route("/v1/needs", get(routes::needs))
+        .route("/v1/needs/{id}", get(routes::need))
+        .route("/v1/actions", get(routes::actions))
+        .route("/v1/packs", get(routes::packs))
+        .route("/v1/eval", post(routes::eval))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(openapi::spec))
+        .fallback(|| async { ApiError::new("not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            (state.clone(), timeout),
+            observe,
+        ))
+        .with_state(state)
+}
+
+/// Per request: the overall time limit, metrics by route and status, and one log line without
+/// any customer data.
+async fn observe(
+    State((state, timeout)): State<(Arc<AppState>, Duration)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let resp = match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            "request_timeout",
+            format!("the request took longer than {} s", timeout.as_secs()),
+        )
+        .into_response(),
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let status = resp.status().as_u16();
+    state.metrics.request(&method, &route, status, secs);
+    tracing::info!(%method, %route, status, ms = (secs * 1000.0).round(), "request");
+    resp
+}
+
+/// Serve on `listener` until `shutdown` resolves; then stop accepting, finish in-flight
+/// requests and transcriptions, and return.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state.clone());
+    let st = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        st.shutting_down.store(true, Ordering::SeqCst);
+    };
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let st = state.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(l) = st.loaded.get() {
+            l.pool.shutdown();
+        }
+    })
+    .await;
+    result
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: no new requests; finishing the ones in flight");
+}

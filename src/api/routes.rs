@@ -1,0 +1,765 @@
+//! Route handlers: read and check the request, call the engine, shape the response.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::auth::{authorize, Caller};
+use super::error::ApiError;
+use super::idempotency::{Begin, Stored};
+use super::AppState;
+use crate::config::Scope;
+use crate::library::{ActionDef, Need, Pack};
+use crate::pipeline::{MemoMeta, Reloaded};
+use crate::result::{MemoResult, TextResult};
+
+type Shared = State<Arc<AppState>>;
+
+/// Extra bytes allowed around the audio in a multipart body (boundaries, other fields).
+const MULTIPART_OVERHEAD: usize = 64 * 1024;
+/// Largest JSON body of a single tagging request.
+const TAG_BODY_LIMIT: usize = 256 * 1024;
+
+fn parse_time(field: &str, s: Option<&str>) -> Result<Option<DateTime<FixedOffset>>, ApiError> {
+    match s.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => DateTime::parse_from_rfc3339(s).map(Some).map_err(|_| {
+            ApiError::new(
+                "invalid_input",
+                format!("{field} {s:?} is not an RFC 3339 time such as 2026-03-04T17:20:00+08:00"),
+            )
+        }),
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let msg = e.to_string();
+        if msg.to_lowercase().contains("length limit") {
+            ApiError::new(
+                "payload_too_large",
+                format!("the body is larger than {limit} bytes"),
+            )
+        } else {
+            ApiError::new("invalid_request", format!("could not read the body: {msg}"))
+        }
+    })
+}
+
+fn json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::new("invalid_json", e.to_string()))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let k = v
+                .to_str()
+                .map_err(|_| {
+                    ApiError::new("invalid_request", "Idempotency-Key must be visible ASCII")
+                })?
+                .trim();
+            if k.is_empty() || k.len() > 200 {
+                return Err(ApiError::new(
+                    "invalid_request",
+                    "Idempotency-Key must be 1–200 characters",
+                ));
+            }
+            Ok(Some(k.to_string()))
+        }
+    }
+}
+
+fn fingerprint(route: &str, caller: &Caller, parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(route.as_bytes());
+    h.update([0]);
+    h.update(caller.name.as_bytes());
+    for p in parts {
+        h.update([0]);
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// The response for a stored idempotent result.
+fn replay(stored: Stored) -> Response {
+    let mut resp = Response::new(Body::from(stored.body));
+    *resp.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert("idempotency-replayed", HeaderValue::from_static("true"));
+    resp
+}
+
+/// Run `work` once per (caller, Idempotency-Key, request); retries get the stored response.
+async fn idempotent<F, Fut>(
+    state: &AppState,
+    key: Option<String>,
+    fp: [u8; 32],
+    work: F,
+) -> Response
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Response, ApiError>>,
+{
+    let Some(key) = key else {
+        return work().await.unwrap_or_else(IntoResponse::into_response);
+    };
+    loop {
+        match state.idempotency.begin(&key, fp) {
+            Begin::Replay(stored) => return replay(stored),
+            Begin::Mismatch => {
+                return ApiError::new(
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with a different request",
+                )
+                .into_response()
+            }
+            Begin::Wait(done) => {
+                let notified = done.notified();
+                // The first attempt may have finished between `begin` and now.
+                if let Begin::Replay(stored) = state.idempotency.begin(&key, fp) {
+                    return replay(stored);
+                }
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(state.cfg.server.request_timeout_s),
+                    notified,
+                )
+                .await;
+                continue;
+            }
+            Begin::New => break,
+        }
+    }
+    let resp = work().await.unwrap_or_else(IntoResponse::into_response);
+    let status = resp.status();
+    // Retryable outcomes are not remembered: a retry should run again.
+    let retryable = status.is_server_error() || matches!(status.as_u16(), 408 | 429);
+    if retryable {
+        state.idempotency.abandon(&key);
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    state.idempotency.finish(
+        &key,
+        fp,
+        Stored {
+            status: parts.status.as_u16(),
+            body: bytes.clone(),
+        },
+    );
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Metadata of a memo upload, as query parameters (raw bodies) or multipart fields.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct MemoQuery {
+    pub rep_id: Option<String>,
+    pub customer_id: Option<String>,
+    /// RFC 3339; next-step dates are resolved against it (default: now, +08:00).
+    pub recorded_at: Option<String>,
+}
+
+/// Audio types accepted as a raw body.
+fn is_audio_type(ct: &str) -> bool {
+    let ct = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    ct.starts_with("audio/")
+        || matches!(
+            ct.as_str(),
+            "application/octet-stream"
+                | "video/webm"
+                | "video/mp4"
+                | "video/3gpp"
+                | "application/ogg"
+        )
+}
+
+/// Transcribe and tag a voice memo.
+#[utoipa::path(post, path = "/v1/memos", tag = "memos",
+    params(("rep_id" = Option<String>, Query), ("customer_id" = Option<String>, Query), ("recorded_at" = Option<String>, Query, description = "RFC 3339"),
+        ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the stored result")),
+    request_body(description = "multipart/form-data with an `audio` file field (and optional rep_id, customer_id, recorded_at fields), or the audio itself with its content type (audio/*, application/octet-stream, video/webm)", content_type = "multipart/form-data"),
+    responses((status = 200, body = MemoResult), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
+        (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
+        (status = 429, body = super::error::ErrorBody), (status = 503, description = "busy: every worker and queue slot is taken; see Retry-After", body = super::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn memos(State(state): Shared, Query(query): Query<MemoQuery>, req: Request) -> Response {
+    match memos_inner(state, query, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn memos_inner(
+    state: Arc<AppState>,
+    query: MemoQuery,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let caller = authorize(&state.cfg.server.api_keys, req.headers(), Scope::Tag)?;
+    let loaded = state.get()?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let multipart = content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data");
+    if !multipart && !is_audio_type(&content_type) {
+        return Err(ApiError::new(
+            "unsupported_media_type",
+            format!("send multipart/form-data with an `audio` field, or the audio with an audio/* content type (got {:?})", content_type),
+        ));
+    }
+    let idem = idempotency_key(req.headers())?;
+    let _counted = state.enter(&caller.name).ok_or_else(|| {
+        ApiError::new(
+            "too_many_requests",
+            format!(
+                "this API key already has {} memos in flight",
+                state.cfg.server.per_key_inflight
+            ),
+        )
+        .retry_after(loaded.pool.retry_after())
+    })?;
+    // Without an idempotency key, a full queue is refused before the upload is read.
+    let mut permit = None;
+    if idem.is_none() {
+        permit = Some(loaded.pool.try_admit().ok_or_else(|| busy(loaded))?);
+    }
+    let max = state.cfg.audio.max_bytes;
+    let (bytes, meta) = if multipart {
+        let limit = max + MULTIPART_OVERHEAD;
+        let (parts, body) = req.into_parts();
+        let limited =
+            Request::from_parts(parts, Body::new(http_body_util::Limited::new(body, limit)));
+        let mut mp = Multipart::from_request(limited, &state)
+            .await
+            .map_err(|e| ApiError::new("invalid_request", e.body_text()))?;
+        let mut audio: Option<Bytes> = None;
+        let mut fields = query;
+        loop {
+            let field = match mp.next_field().await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Err(multipart_error(e, limit)),
+            };
+            let name = field.name().unwrap_or("").to_string();
+            let data = field.bytes().await.map_err(|e| multipart_error(e, limit))?;
+            match name.as_str() {
+                "audio" | "file" => audio = Some(data),
+                "rep_id" => fields.rep_id = Some(String::from_utf8_lossy(&data).into_owned()),
+                "customer_id" => {
+                    fields.customer_id = Some(String::from_utf8_lossy(&data).into_owned())
+                }
+                "recorded_at" => {
+                    fields.recorded_at = Some(String::from_utf8_lossy(&data).into_owned())
+                }
+                _ => {}
+            }
+        }
+        let audio = audio.ok_or_else(|| {
+            ApiError::new("invalid_request", "the multipart body has no `audio` field")
+        })?;
+        if audio.len() > max {
+            return Err(ApiError::new(
+                "payload_too_large",
+                format!("the audio is {} bytes; the limit is {max}", audio.len()),
+            ));
+        }
+        (audio, fields)
+    } else {
+        (read_body(req.into_body(), max).await?, query)
+    };
+    let recorded_at = parse_time("recorded_at", meta.recorded_at.as_deref())?;
+    let meta = MemoMeta {
+        rep_id: meta.rep_id,
+        customer_id: meta.customer_id,
+        recorded_at,
+    };
+    let fp = fingerprint(
+        "memos",
+        &caller,
+        &[
+            &bytes,
+            meta.rep_id.as_deref().unwrap_or("").as_bytes(),
+            meta.customer_id.as_deref().unwrap_or("").as_bytes(),
+            recorded_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default()
+                .as_bytes(),
+        ],
+    );
+    let state2 = state.clone();
+    Ok(idempotent(&state, idem, fp, move || async move {
+        let loaded = state2.get()?;
+        let permit = match permit {
+            Some(p) => p,
+            None => loaded.pool.try_admit().ok_or_else(|| busy(loaded))?,
+        };
+        let timeout = Duration::from_secs(state2.cfg.server.request_timeout_s);
+        let result = loaded
+            .pool
+            .run(permit, bytes, meta, timeout)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    "request_timeout",
+                    "transcription did not finish within the time limit",
+                )
+            })??;
+        record_stages(&state2, &result);
+        Ok(Json(result).into_response())
+    })
+    .await)
+}
+
+fn busy(loaded: &super::Loaded) -> ApiError {
+    ApiError::new(
+        "busy",
+        format!(
+            "all {} transcription slots are taken ({} workers); retry shortly",
+            loaded.pool.capacity(),
+            loaded.pool.workers()
+        ),
+    )
+    .retry_after(loaded.pool.retry_after())
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError, limit: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            "payload_too_large",
+            format!("the upload is larger than {limit} bytes"),
+        )
+    } else {
+        ApiError::new(
+            "invalid_request",
+            format!("malformed multipart body: {}", e.body_text()),
+        )
+    }
+}
+
+fn record_stages(state: &AppState, r: &MemoResult) {
+    let t = &r.timings;
+    for (stage, ms) in [
+        ("decode", t.decode_ms),
+        ("vad", t.vad_ms),
+        ("asr", t.asr_ms),
+        ("tag", t.tag_ms),
+    ] {
+        state.metrics.stage(stage, ms / 1000.0);
+    }
+}
+
+/// How to match: keywords and embeddings (default) or keywords only.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Hybrid,
+    Keyword,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TagRequest {
+    pub text: String,
+    /// RFC 3339; next-step dates are resolved against it (default: now, +08:00).
+    #[serde(default)]
+    pub recorded_at: Option<String>,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+async fn tag_one(
+    state: &Arc<AppState>,
+    text: String,
+    recorded_at: Option<&str>,
+    mode: Mode,
+) -> Result<TextResult, ApiError> {
+    let recorded_at = parse_time("recorded_at", recorded_at)?;
+    let engine = state.get()?.engine.clone();
+    let semantic = mode == Mode::Hybrid;
+    let result = tokio::task::spawn_blocking(move || engine.tag_text(&text, recorded_at, semantic))
+        .await
+        .map_err(|_| ApiError::new("internal", "tagging failed"))??;
+    state.metrics.stage("tag", result.timings.tag_ms / 1000.0);
+    Ok(result)
+}
+
+/// Tag a text the CRM already has.
+#[utoipa::path(post, path = "/v1/tag", tag = "tagging", request_body = TagRequest,
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = TextResult), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
+        (status = 413, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn tag(State(state): Shared, headers: HeaderMap, body: Body) -> Response {
+    let run = async {
+        let caller = authorize(&state.cfg.server.api_keys, &headers, Scope::Tag)?;
+        let idem = idempotency_key(&headers)?;
+        let bytes = read_body(body, TAG_BODY_LIMIT).await?;
+        let req: TagRequest = json(&bytes)?;
+        let fp = fingerprint("tag", &caller, &[&bytes]);
+        let st = state.clone();
+        Ok::<_, ApiError>(
+            idempotent(&state, idem, fp, move || async move {
+                let r = tag_one(&st, req.text, req.recorded_at.as_deref(), req.mode).await?;
+                Ok(Json(r).into_response())
+            })
+            .await,
+        )
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub items: Vec<BatchItem>,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchItem {
+    /// The caller's id for the text, echoed back.
+    #[serde(default)]
+    pub id: Option<String>,
+    pub text: String,
+    #[serde(default)]
+    pub recorded_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    pub results: Vec<BatchResult>,
+}
+
+/// One item's result, or its error (the other items are unaffected).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResult {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<TextResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<super::error::ErrorDetail>,
+}
+
+/// Tag many texts in one call (up to the configured batch limit).
+#[utoipa::path(post, path = "/v1/tag/batch", tag = "tagging", request_body = BatchRequest,
+    responses((status = 200, body = BatchResponse), (status = 400, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn tag_batch(State(state): Shared, headers: HeaderMap, body: Body) -> Response {
+    let run = async {
+        authorize(&state.cfg.server.api_keys, &headers, Scope::Tag)?;
+        let limit = state.cfg.server.batch_max.max(1) * (state.cfg.server.max_text_chars * 4 + 512);
+        let bytes = read_body(body, limit).await?;
+        let req: BatchRequest = json(&bytes)?;
+        if req.items.len() > state.cfg.server.batch_max {
+            return Err(ApiError::new(
+                "batch_too_large",
+                format!(
+                    "{} texts; the limit is {}",
+                    req.items.len(),
+                    state.cfg.server.batch_max
+                ),
+            ));
+        }
+        let mut results = Vec::with_capacity(req.items.len());
+        for item in req.items {
+            match tag_one(&state, item.text, item.recorded_at.as_deref(), req.mode).await {
+                Ok(r) => results.push(BatchResult {
+                    id: item.id,
+                    result: Some(r),
+                    error: None,
+                }),
+                Err(e) => results.push(BatchResult {
+                    id: item.id,
+                    result: None,
+                    error: Some(super::error::ErrorDetail {
+                        code: e.code.to_string(),
+                        message: e.message,
+                        problems: Vec::new(),
+                    }),
+                }),
+            }
+        }
+        Ok(Json(BatchResponse { results }).into_response())
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LibraryInfo {
+    pub name: String,
+    pub description: String,
+    pub version: String,
+    pub source: String,
+    pub needs: usize,
+    pub actions: usize,
+    pub packs: usize,
+    pub needs_per_domain: std::collections::BTreeMap<String, usize>,
+}
+
+/// The library in service: version and counts.
+#[utoipa::path(get, path = "/v1/library", tag = "library", responses((status = 200, body = LibraryInfo)))]
+pub async fn library(State(state): Shared) -> Result<Json<LibraryInfo>, ApiError> {
+    let lib = state.get()?.engine.library();
+    let mut per = std::collections::BTreeMap::new();
+    for n in &lib.needs {
+        *per.entry(n.domain.clone()).or_default() += 1;
+    }
+    Ok(Json(LibraryInfo {
+        name: lib.name.clone(),
+        description: lib.description.clone(),
+        version: lib.version.clone(),
+        source: lib.source.clone(),
+        needs: lib.needs.len(),
+        actions: lib.actions.len(),
+        packs: lib.packs.len(),
+        needs_per_domain: per,
+    }))
+}
+
+/// A need with its solution packs spelled out.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NeedView {
+    #[serde(flatten)]
+    pub need: Need,
+    pub threshold_in_use: f32,
+    pub pack_details: Vec<Pack>,
+}
+
+fn need_view(lib: &crate::library::Library, n: &Need) -> NeedView {
+    NeedView {
+        need: n.clone(),
+        threshold_in_use: lib.need_threshold(n),
+        pack_details: n
+            .packs
+            .iter()
+            .filter_map(|p| lib.pack(p).cloned())
+            .collect(),
+    }
+}
+
+/// Every need of the library in service.
+#[utoipa::path(get, path = "/v1/needs", tag = "library", responses((status = 200, body = Vec<NeedView>)))]
+pub async fn needs(State(state): Shared) -> Result<Json<Vec<NeedView>>, ApiError> {
+    let lib = state.get()?.engine.library();
+    Ok(Json(lib.needs.iter().map(|n| need_view(&lib, n)).collect()))
+}
+
+/// One need.
+#[utoipa::path(get, path = "/v1/needs/{id}", tag = "library", params(("id" = String, Path)),
+    responses((status = 200, body = NeedView), (status = 404, body = super::error::ErrorBody)))]
+pub async fn need(
+    State(state): Shared,
+    Path(id): Path<String>,
+) -> Result<Json<NeedView>, ApiError> {
+    let lib = state.get()?.engine.library();
+    lib.need(&id)
+        .map(|n| Json(need_view(&lib, n)))
+        .ok_or_else(|| {
+            ApiError::new(
+                "not_found",
+                format!("no need {id:?} in library {}", lib.version),
+            )
+        })
+}
+
+/// Every action definition.
+#[utoipa::path(get, path = "/v1/actions", tag = "library", responses((status = 200, body = Vec<ActionDef>)))]
+pub async fn actions(State(state): Shared) -> Result<Json<Vec<ActionDef>>, ApiError> {
+    Ok(Json(state.get()?.engine.library().actions.clone()))
+}
+
+/// Every solution pack.
+#[utoipa::path(get, path = "/v1/packs", tag = "library", responses((status = 200, body = Vec<Pack>)))]
+pub async fn packs(State(state): Shared) -> Result<Json<Vec<Pack>>, ApiError> {
+    Ok(Json(state.get()?.engine.library().packs.clone()))
+}
+
+/// Validate the library on disk and swap it in; an invalid library is refused with its
+/// problems and the current one keeps serving.
+#[utoipa::path(post, path = "/v1/library/reload", tag = "library",
+    responses((status = 200, body = Reloaded), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
+        (status = 422, description = "invalid library; `problems` lists each with file and line", body = super::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn reload(State(state): Shared, headers: HeaderMap) -> Result<Json<Reloaded>, ApiError> {
+    let caller = authorize(&state.cfg.server.api_keys, &headers, Scope::Admin)?;
+    let engine = state.get()?.engine.clone();
+    let result = tokio::task::spawn_blocking(move || engine.reload(None))
+        .await
+        .map_err(|_| ApiError::new("internal", "reload failed"))?;
+    match result {
+        Ok(r) => {
+            tracing::info!(caller = %caller.name, version = %r.version, changed = r.changed, "library reloaded");
+            Ok(Json(r))
+        }
+        Err(e) => {
+            tracing::warn!(caller = %caller.name, "library reload refused: {e}");
+            Err(e.into())
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvalRequest {
+    /// Labeled memos as JSONL (the format of need-library/eval/*.jsonl); absent: the bundled
+    /// development set.
+    #[serde(default)]
+    pub jsonl: Option<String>,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// Evaluate the library in service on labeled memos.
+#[utoipa::path(post, path = "/v1/eval", tag = "library", request_body = EvalRequest,
+    responses((status = 200, description = "precision, recall and F1 per need and action, confusions and misses"), (status = 422, body = super::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn eval(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&state.cfg.server.api_keys, &headers, Scope::Tag)?;
+    let bytes = read_body(body, 8 * 1024 * 1024).await?;
+    let req: EvalRequest = if bytes.is_empty() {
+        EvalRequest {
+            jsonl: None,
+            mode: Mode::Hybrid,
+        }
+    } else {
+        json(&bytes)?
+    };
+    let jsonl = req
+        .jsonl
+        .unwrap_or_else(|| crate::eval::BUNDLED_DEV_SET.to_string());
+    let memos = crate::eval::parse_jsonl(&jsonl, "request")?;
+    if memos.is_empty() {
+        return Err(ApiError::new("invalid_input", "no memos in the JSONL"));
+    }
+    let loaded = state.get()?.engine.current();
+    let semantic = req.mode == Mode::Hybrid && loaded.matcher.has_semantic();
+    let report = tokio::task::spawn_blocking(move || {
+        let preds = crate::eval::predict(&loaded.matcher, &memos, semantic, &|| {})?;
+        Ok::<_, crate::Error>(crate::eval::report(
+            &loaded.matcher,
+            &memos,
+            &preds,
+            semantic,
+        ))
+    })
+    .await
+    .map_err(|_| ApiError::new("internal", "evaluation failed"))??;
+    Ok(Json(report).into_response())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+    pub version: &'static str,
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ready {
+    pub ready: bool,
+    pub library_version: String,
+    pub models: crate::result::Models,
+    pub workers: usize,
+    pub queue_capacity: usize,
+    pub queue_depth: usize,
+    pub busy_workers: usize,
+}
+
+/// Readiness: models loaded, library valid, workers running.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Ready), (status = 503, body = super::error::ErrorBody)))]
+pub async fn readyz(State(state): Shared) -> Response {
+    let loaded = match state.get() {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
+    };
+    Json(Ready {
+        ready: true,
+        library_version: loaded.engine.library().version.clone(),
+        models: loaded.engine.models(),
+        workers: loaded.pool.workers(),
+        queue_capacity: loaded.pool.capacity(),
+        queue_depth: loaded.pool.waiting(),
+        busy_workers: loaded.pool.busy(),
+    })
+    .into_response()
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(state): Shared) -> Response {
+    let (waiting, busy, capacity) = state
+        .get()
+        .map(|l| (l.pool.waiting(), l.pool.busy(), l.pool.capacity()))
+        .unwrap_or_default();
+    let text = state.metrics.render(&[
+        (
+            "needtag_up",
+            "1 when models are loaded and the service is ready.",
+            if state.get().is_ok() { 1.0 } else { 0.0 },
+        ),
+        (
+            "needtag_queue_depth",
+            "Memos waiting for a transcription worker.",
+            waiting as f64,
+        ),
+        (
+            "needtag_workers_busy",
+            "Transcription workers processing a memo.",
+            busy as f64,
+        ),
+        (
+            "needtag_queue_capacity",
+            "Transcription slots (workers + queue).",
+            capacity as f64,
+        ),
+        (
+            "needtag_idempotency_entries",
+            "Stored idempotent responses.",
+            state.idempotency.len() as f64,
+        ),
+    ]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
