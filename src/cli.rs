@@ -113,6 +113,13 @@ enum Command {
     /// Needs library tools.
     #[command(subcommand)]
     Library(LibraryCommand),
+    /// Process a memo repeatedly with the models loaded once, and print the time of each run
+    /// (end to end, bytes to result JSON) and the median.
+    Time {
+        file: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Decode audio files and print what was found (container, codec, duration) and how long
     /// decoding and resampling took, one JSON line per file.
     Probe { files: Vec<PathBuf> },
@@ -355,6 +362,36 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     "needs": lib.needs.len(), "actions": lib.actions.len(), "packs": lib.packs.len(),
                     "needs_per_domain": domains,
                 }))?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Time { file, runs } => {
+            let cfg = config(&cli.global)?;
+            let bytes = read_file(&file)?;
+            let engine = Engine::load(&cfg, true)?;
+            let mut worker = engine.speech().expect("speech loaded").worker()?;
+            let mut totals = Vec::new();
+            for i in 0..runs.max(1) {
+                let t = std::time::Instant::now();
+                let r = engine.process_memo(&mut worker, &bytes, MemoMeta::default())?;
+                let _json = serde_json::to_string(&r)?;
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                totals.push(ms);
+                println!(
+                    "run {}: {ms:.0} ms (decode {:.0}, vad {:.0}, asr {:.0}, tag {:.1}) speech {:.1} s of {:.1} s",
+                    i + 1, r.timings.decode_ms, r.timings.vad_ms, r.timings.asr_ms, r.timings.tag_ms, 0.0, r.duration_s
+                );
+                if i == 0 {
+                    println!("  text: {}", r.transcript.text);
+                }
+            }
+            totals.sort_by(f64::total_cmp);
+            println!(
+                "median {:.0} ms, min {:.0} ms over {} runs (threads {})",
+                totals[totals.len() / 2],
+                totals[0],
+                totals.len(),
+                cfg.asr.threads
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -131,6 +131,8 @@ pub struct AsrConfig {
     pub temperature_fallback: bool,
     /// Size the encoder window to the audio instead of always 30 s.
     pub adaptive_audio_ctx: bool,
+    /// Speech longer than this is cut at pauses and transcribed chunk by chunk (seconds).
+    pub chunk_s: f64,
     pub flash_attn: bool,
     /// Segments whose no-speech probability exceeds this (with low confidence) are dropped.
     pub no_speech_threshold: f32,
@@ -148,6 +150,7 @@ impl Default for AsrConfig {
             beam_size: 1,
             temperature_fallback: false,
             adaptive_audio_ctx: true,
+            chunk_s: 30.0,
             flash_attn: false,
             no_speech_threshold: 0.6,
         }

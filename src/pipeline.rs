@@ -112,7 +112,21 @@ impl Speech {
                 ..Default::default()
             }
         } else {
-            worker.transcribe(&self.asr, &speech, prompt, &*to_original)?
+            // Long speech is cut at pauses into chunks that each get an encoder window sized to
+            // them (cheaper than whole 30 s windows, and never a nearly empty second window).
+            let mut out = Transcript {
+                language: "zh".into(),
+                ..Default::default()
+            };
+            for chunk in audio::chunks(&speech, self.cfg.asr.chunk_s) {
+                let offset = chunk.start as f64 / audio::SAMPLE_RATE as f64;
+                let map = |t: f64| to_original(t + offset);
+                let part = worker.transcribe(&self.asr, &speech[chunk], prompt, &map)?;
+                out.segments.extend(part.segments);
+                out.dropped.extend(part.dropped);
+            }
+            out.text = crate::asr::join_segments(&out.segments);
+            out
         };
         timings.asr_ms = ms(t);
         timings.total_ms = ms(total);

@@ -1,13 +1,19 @@
-//! The web console for analysts and reps, served from the binary (no CDN, no build step).
+//! The web console for analysts and reps, compiled into the binary (no CDN, no build step).
+//! Setting `NEEDTAG_CONSOLE_DIR` serves the files from that directory instead, for working on
+//! the console without rebuilding.
 
 use axum::extract::Path;
 use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 
-const INDEX: &str = include_str!("console/index.html");
 const FILES: &[(&str, &str, &str)] = &[
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("console/index.html"),
+    ),
     (
         "app.js",
         "text/javascript; charset=utf-8",
@@ -20,20 +26,29 @@ const FILES: &[(&str, &str, &str)] = &[
     ),
 ];
 
-pub async fn index() -> Html<&'static str> {
-    Html(INDEX)
+fn serve(file: &str) -> Response {
+    let Some((name, ct, embedded)) = FILES.iter().find(|(name, _, _)| *name == file) else {
+        return ApiError::new("not_found", format!("no console file {file:?}")).into_response();
+    };
+    let body = match std::env::var_os("NEEDTAG_CONSOLE_DIR") {
+        Some(dir) => std::fs::read_to_string(std::path::Path::new(&dir).join(name))
+            .unwrap_or_else(|_| embedded.to_string()),
+        None => embedded.to_string(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, *ct),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn index() -> Response {
+    serve("index.html")
 }
 
 pub async fn asset(Path(file): Path<String>) -> Response {
-    match FILES.iter().find(|(name, _, _)| *name == file) {
-        Some((_, ct, body)) => (
-            [
-                (header::CONTENT_TYPE, *ct),
-                (header::CACHE_CONTROL, "no-cache"),
-            ],
-            *body,
-        )
-            .into_response(),
-        None => ApiError::new("not_found", format!("no console file {file:?}")).into_response(),
-    }
+    serve(&file)
 }

@@ -257,7 +257,7 @@ impl AsrWorker {
 
 /// Segments joined into one text; Chinese needs no spaces, but a missing sentence break between
 /// segments is supplied so clause splitting downstream sees it.
-fn join_segments(segments: &[Segment]) -> String {
+pub fn join_segments(segments: &[Segment]) -> String {
     let mut text = String::new();
     for s in segments {
         if !text.is_empty() && !text.ends_with(['。', '，', '！', '？', '；', ',', '.', '!', '?'])

@@ -173,6 +173,44 @@ pub fn decode(bytes: &[u8], cfg: &AudioConfig) -> Result<DecodedAudio> {
     })
 }
 
+/// Split audio longer than `max_s` seconds into nearly equal chunks, cutting at the quietest
+/// 32 ms frame within two seconds of each ideal cut (a pause between words, not mid-syllable).
+pub fn chunks(samples: &[f32], max_s: f64) -> Vec<std::ops::Range<usize>> {
+    let max = (max_s * SAMPLE_RATE as f64) as usize;
+    if max == 0 || samples.len() <= max {
+        return vec![0..samples.len()];
+    }
+    let n = samples.len().div_ceil(max);
+    let frame = SAMPLE_RATE as usize * 32 / 1000;
+    let window = 2 * SAMPLE_RATE as usize;
+    let mut cuts = vec![0];
+    for k in 1..n {
+        let ideal = samples.len() * k / n;
+        let lo = ideal
+            .saturating_sub(window)
+            .max(cuts[cuts.len() - 1] + frame);
+        let hi = (ideal + window).min(samples.len() - frame);
+        let quietest = (lo..hi.max(lo + 1))
+            .step_by(frame / 2)
+            .min_by(|&x, &y| {
+                let e = |s: usize| {
+                    samples[s..(s + frame).min(samples.len())]
+                        .iter()
+                        .map(|v| v * v)
+                        .sum::<f32>()
+                };
+                e(x).total_cmp(&e(y))
+            })
+            .unwrap_or(ideal);
+        cuts.push(quietest + frame / 2);
+    }
+    cuts.push(samples.len());
+    cuts.windows(2)
+        .map(|w| w[0]..w[1])
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
 /// Mix interleaved channels to mono. Channels that are far quieter than the loudest (a memo
 /// recorded on one side of a stereo pair, the other side silent) are left out, so the speech
 /// keeps its level instead of being halved by a silent partner.
@@ -244,6 +282,31 @@ mod tests {
         let both: Vec<f32> = left.iter().flat_map(|&l| [l, l * 0.9]).collect();
         let mono = mixdown(&both, 2);
         assert!((mono[10] - left[10] * 0.95).abs() < 1e-6);
+    }
+
+    #[test]
+    fn long_audio_is_cut_at_pauses() {
+        let sr = SAMPLE_RATE as usize;
+        // 40 s of tone with a silent gap at 19.5–20.5 s.
+        let samples: Vec<f32> = (0..40 * sr)
+            .map(|i| {
+                if (19 * sr + sr / 2..20 * sr + sr / 2).contains(&i) {
+                    0.0
+                } else {
+                    ((i as f32) * 0.1).sin()
+                }
+            })
+            .collect();
+        let parts = chunks(&samples, 30.0);
+        assert_eq!(parts.len(), 2);
+        let cut = parts[0].end;
+        assert!(
+            (19 * sr + sr / 2..20 * sr + sr / 2).contains(&cut),
+            "cut at {} s",
+            cut as f64 / sr as f64
+        );
+        assert_eq!(parts[1].end, samples.len());
+        assert_eq!(chunks(&samples[..10 * sr], 30.0), vec![0..10 * sr]);
     }
 
     #[test]
