@@ -80,7 +80,9 @@ enum Command {
     },
     /// Evaluate the library on labeled memos (JSONL): precision, recall and F1 per need and action.
     Eval {
-        file: PathBuf,
+        /// One or more JSONL files, evaluated together.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
         /// Compare with the library in this directory, memo by memo.
         #[arg(long)]
         compare: Option<PathBuf>,
@@ -274,7 +276,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval {
-            file,
+            files,
             compare,
             json,
             keyword_only,
@@ -285,11 +287,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let mut cfg = config(&cli.global)?;
             cfg.matcher.semantic = !keyword_only;
             if fit {
-                return crate::report::fit(&cfg, &file);
+                return crate::report::fit(&cfg, &files);
             }
             crate::report::eval(
                 &cfg,
-                &file,
+                &files,
                 compare.as_deref(),
                 json,
                 !keyword_only,

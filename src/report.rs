@@ -1,6 +1,6 @@
 //! `needtag eval`: runs the evaluation and prints it for analysts (tables) or machines (--json).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -47,16 +47,24 @@ fn run(m: &Matcher, memos: &[eval::Memo], semantic: bool, label: &str) -> Result
     Ok(preds)
 }
 
+fn load(files: &[PathBuf]) -> Result<Vec<eval::Memo>> {
+    let mut memos = Vec::new();
+    for f in files {
+        memos.extend(eval::load_jsonl(f)?);
+    }
+    Ok(memos)
+}
+
 pub fn eval(
     cfg: &Config,
-    file: &Path,
+    files: &[PathBuf],
     compare: Option<&Path>,
     json: bool,
     semantic: bool,
     misses: usize,
     features: Option<&Path>,
 ) -> Result<ExitCode> {
-    let memos = eval::load_jsonl(file)?;
+    let memos = load(files)?;
     let base = matcher(cfg, cfg.library.as_deref(), semantic)?;
     if let Some(out) = features {
         let rows = eval::features(&base, &memos, semantic)?;
@@ -132,8 +140,8 @@ pub fn eval(
 }
 
 /// Refit the scoring weights for both modes and print them for library.toml.
-pub fn fit(cfg: &Config, file: &Path) -> Result<ExitCode> {
-    let memos = eval::load_jsonl(file)?;
+pub fn fit(cfg: &Config, files: &[PathBuf]) -> Result<ExitCode> {
+    let memos = load(files)?;
     let mut out = String::from("[scoring]\n");
     let mut thresholds = Vec::new();
     for (mode, semantic) in [("hybrid", true), ("keyword", false)] {
@@ -149,7 +157,11 @@ pub fn fit(cfg: &Config, file: &Path) -> Result<ExitCode> {
     println!("{out}");
     println!(
         "# thresholds that maximise micro-F1 on {}: {}",
-        file.display(),
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" + "),
         thresholds.join(", ")
     );
     Ok(ExitCode::SUCCESS)

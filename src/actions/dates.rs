@@ -106,6 +106,17 @@ pub fn resolve(text: &str, today: NaiveDate, holidays: &[Holiday]) -> Option<Due
             if m.as_str() == "年" || m.as_str().is_empty() {
                 continue;
             }
+            // "十年前", "几年后", "去年前" are spans of time, not the New Year holiday.
+            if matches!(kind, Kind::Holiday) && caps.get(1).is_some_and(|g| g.as_str() == "年") {
+                let prev = text[..m.start()].chars().last();
+                if prev.is_some_and(|c| {
+                    c.is_ascii_digit()
+                        || crate::zh::numeral_digit(c).is_some()
+                        || "十百几多半去今明前后".contains(c)
+                }) {
+                    continue;
+                }
+            }
             if let Some((from, to)) = interpret(*kind, &caps, today, holidays) {
                 let due = Due {
                     text: m.as_str().to_string(),
@@ -491,5 +502,6 @@ mod tests {
     fn no_time_no_date() {
         assert!(resolve("客户说价格太高", d("2026-03-04"), &holidays()).is_none());
         assert!(resolve("年度合同", d("2026-03-04"), &holidays()).is_none());
+        assert!(resolve("四轮定位仪是十年前的了", d("2026-03-04"), &holidays()).is_none());
     }
 }

@@ -56,16 +56,36 @@ pub fn classify(m: &Matcher, a: &Analysis, needs: &[NeedTag], today: NaiveDate) 
             m.cues.disappointed(&clauses[i].norm, &following)
         })
         .collect();
-    let modality_of = |ci: usize, rel: &Range<usize>| match &disappointed[ci] {
-        Some(cue) => Modality::Negated { cue: cue.clone() },
-        None => m.cues.action_modality(&clauses[ci].norm, rel, future[ci]),
+    let action_clause = |j: usize| a.action_hits.iter().any(|h| h.clause == j);
+    let modality_of = |ai: usize, ci: usize, rel: &Range<usize>| {
+        if let Some(cue) = &disappointed[ci] {
+            return Modality::Negated { cue: cue.clone() };
+        }
+        // "问采购要准入流程，对方说要等领导批，还没给": a short negation in the next two clauses.
+        let later = (ci + 1..clauses.len().min(ci + 3))
+            .take_while(|&j| !action_clause(j))
+            .find_map(|j| m.cues.short_negation(&clauses[j].norm));
+        if let Some(cue) = later {
+            return Modality::Negated { cue };
+        }
+        let base = m.cues.action_modality(&clauses[ci].norm, rel, future[ci]);
+        // A meeting or trial the customer agreed to today, for next week, was secured today.
+        if matches!(base, Modality::Planned { .. }) && lib.actions[ai].agreement_counts {
+            let here = m.cues.agreement(&clauses[ci].norm, rel.start);
+            let before =
+                (ci.saturating_sub(2)..ci).any(|j| m.cues.agreement(&clauses[j].norm, usize::MAX));
+            if here || before {
+                return Modality::Done;
+            }
+        }
+        base
     };
     let mut candidates: Vec<Candidate> = Vec::new();
     for h in &a.action_hits {
         let Owner::Action(ai) = h.owner else { continue };
         let clause = &a.text.clauses[h.clause];
         let rel = h.range.start - clause.range.start..h.range.end - clause.range.start;
-        let modality = modality_of(h.clause, &rel);
+        let modality = modality_of(ai, h.clause, &rel);
         let score = if h.kind == EvidenceKind::Keyword {
             0.9
         } else {
@@ -95,7 +115,7 @@ pub fn classify(m: &Matcher, a: &Analysis, needs: &[NeedTag], today: NaiveDate) 
                 continue;
             }
             let clause = &a.text.clauses[ci];
-            let modality = modality_of(ci, &(0..clause.norm.chars().count()));
+            let modality = modality_of(ai, ci, &(0..clause.norm.chars().count()));
             let example = s
                 .nearest
                 .get(&Owner::Action(ai))
@@ -208,9 +228,10 @@ pub fn classify(m: &Matcher, a: &Analysis, needs: &[NeedTag], today: NaiveDate) 
         c.mention = a.text.original_slice(c.start..c.end);
     }
 
-    let concrete_action = actions
-        .iter()
-        .any(|x| x.id != "routine_visit" && x.id != "vague_followup");
+    // A planned or failed concrete action ("院长没见到", "下周去拿审批单") is concrete content too.
+    let concrete = |id: &String| id != "routine_visit" && id != "vague_followup";
+    let concrete_action =
+        actions.iter().any(|x| concrete(&x.id)) || planned.iter().chain(&negated).any(concrete);
     let has_number = has_number(&a.text.norm);
     let dated_step = next_steps.iter().any(|s| s.due_from.is_some());
     let vague = if a.text.clauses.is_empty() {

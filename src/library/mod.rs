@@ -90,6 +90,8 @@ pub struct ActionDef {
     pub regexes: Vec<Regex>,
     pub examples: Vec<String>,
     pub threshold: Option<f32>,
+    /// Agreeing now to do it later counts as done (meetings, trials).
+    pub agreement_counts: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -701,6 +703,7 @@ impl Validator {
                         regexes,
                         examples: strings(raw.examples),
                         threshold: raw.threshold.map(|s| s.into_inner()),
+                        agreement_counts: raw.agreement_counts,
                     });
                 }
             }

@@ -146,6 +146,10 @@ pub struct RawAction {
     #[serde(default)]
     pub examples: Vec<Spanned<String>>,
     pub threshold: Option<Spanned<f32>>,
+    /// The customer agreeing to it counts as done even for a later date (a meeting or a trial
+    /// agreed for next week was secured today).
+    #[serde(default)]
+    pub agreement_counts: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +179,9 @@ pub struct NegationCues {
     pub not_negation: Vec<String>,
     pub standalone: Vec<String>,
     pub double: Vec<String>,
+    /// In a clause after a mention: the problem went away ("没再出现", "修好了").
+    #[serde(default)]
+    pub resolved_later: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -184,6 +191,9 @@ pub struct TenseCues {
     pub done: Vec<String>,
     #[serde(default)]
     pub counterfactual: Vec<String>,
+    /// Agreement words: for actions marked `agreement_counts`, agreeing now to a later date is done.
+    #[serde(default)]
+    pub agreement: Vec<String>,
     pub negation: Vec<String>,
 }
 

@@ -237,11 +237,17 @@ impl Matcher {
         hits.retain(|h| !contained(h, &snapshot));
 
         // Terms heard wrong, where no verbatim term already covers the text.
+        let boundaries: std::collections::HashSet<usize> = self.seg.boundaries(&norm);
         for heard in self.homophones.find(&analyzed.norm) {
             let range = heard.start..heard.end;
             let info = &self.term_info[heard.id];
             let heard_text: String = analyzed.norm[range.clone()].iter().collect();
             if Segmenter::is_common_word(&heard_text) {
+                continue;
+            }
+            // A misheard word is a word: it must not start or end inside another one ("认识一下"
+            // does not contain 试一下).
+            if !boundaries.contains(&range.start) || !boundaries.contains(&range.end) {
                 continue;
             }
             if hits.iter().any(|h| {
@@ -425,8 +431,11 @@ impl Matcher {
             if a.excluded[ci].contains(&ni) {
                 continue;
             }
-            let next = (ci + 1 < n_clauses && !a.hits.iter().any(|h| h.clause == ci + 1))
-                .then(|| a.text.clauses[ci + 1].norm.as_str());
+            // Up to two following clauses without need terms of their own may rule this one out.
+            let following: Vec<&str> = (ci + 1..n_clauses.min(ci + 3))
+                .take_while(|&j| !a.hits.iter().any(|h| h.clause == j))
+                .map(|j| a.text.clauses[j].norm.as_str())
+                .collect();
             let protected: Vec<Range<usize>> = a
                 .hits
                 .iter()
@@ -441,7 +450,7 @@ impl Matcher {
                 let strength = lexical_strength(h.kind);
                 match self
                     .cues
-                    .need_negation(&clause.norm, &rel, &protected, next)
+                    .need_negation(&clause.norm, &rel, &protected, &following)
                 {
                     Some(neg) => {
                         clause_negated = true;
@@ -475,7 +484,7 @@ impl Matcher {
             if !clause_positive {
                 // Without a verbatim term here, the clause's similarity and BM25 only count when
                 // the clause as a whole is not negated.
-                if let Some(neg) = self.cues.clause_negation(&clause.norm, next) {
+                if let Some(neg) = self.cues.clause_negation(&clause.norm, &following) {
                     if let Some((p, Some(pi))) = sem {
                         if p >= SEMANTIC_STRONG && negated.is_none() {
                             negated = Some((

@@ -15,10 +15,12 @@ pub struct Cues {
     neg_after: AhoCorasick,
     not_negation: AhoCorasick,
     double: AhoCorasick,
+    resolved_later: AhoCorasick,
     standalone: Vec<String>,
     window: usize,
     plan: AhoCorasick,
     done: AhoCorasick,
+    agreement: AhoCorasick,
     counterfactual: AhoCorasick,
     tense_negation: AhoCorasick,
     vague: AhoCorasick,
@@ -85,6 +87,7 @@ impl Cues {
             neg_after: automaton(&n.after, MatchKind::Standard)?,
             not_negation: automaton(&n.not_negation, MatchKind::Standard)?,
             double: automaton(&n.double, MatchKind::Standard)?,
+            resolved_later: automaton(&n.resolved_later, MatchKind::Standard)?,
             standalone: n
                 .standalone
                 .iter()
@@ -95,6 +98,7 @@ impl Cues {
             plan: automaton(&lang.tense.plan, MatchKind::Standard)?,
             done: automaton(&lang.tense.done, MatchKind::Standard)?,
             counterfactual: automaton(&lang.tense.counterfactual, MatchKind::Standard)?,
+            agreement: automaton(&lang.tense.agreement, MatchKind::Standard)?,
             tense_negation: automaton(&lang.tense.negation, MatchKind::Standard)?,
             vague: automaton(&lang.vague.phrases, MatchKind::LeftmostLongest)?,
         })
@@ -136,13 +140,19 @@ impl Cues {
         clause: &str,
         term: &Range<usize>,
         protected: &[Range<usize>],
-        next: Option<&str>,
+        following: &[&str],
     ) -> Option<Negation> {
         let doubles = find(&self.double, clause);
+        // Other terms mask cues inside them; this term does not, so "不缺货" (不缺 over 缺货) counts.
+        let others: Vec<Range<usize>> = protected.iter().filter(|p| *p != term).cloned().collect();
         let before = self
-            .live(&self.neg_before, clause, protected)
+            .live(&self.neg_before, clause, &others)
             .into_iter()
-            .filter(|c| c.end <= term.start && term.start - c.end <= self.window)
+            .filter(|c| {
+                c.start < term.start
+                    && ((c.end <= term.start && term.start - c.end <= self.window)
+                        || c.end <= term.end)
+            })
             .filter(|c| !doubles.iter().any(|d| overlaps(c, d)))
             .max_by_key(|c| (c.end, c.len()));
         if let Some(c) = before {
@@ -163,7 +173,24 @@ impl Cues {
                 kind: "after",
             });
         }
-        next.and_then(|n| self.next_clause_negates(n))
+        self.later_clauses_negate(following)
+    }
+
+    /// The clauses after a mention (up to two, without terms of their own) can rule it out: one
+    /// that is only a negation ("培训的事，暂时不需要"), or one that says the problem went away
+    /// ("换了货以后没再出现了").
+    pub fn later_clauses_negate(&self, following: &[&str]) -> Option<Negation> {
+        if let Some(n) = following.first().and_then(|n| self.next_clause_negates(n)) {
+            return Some(n);
+        }
+        following.iter().take(2).find_map(|f| {
+            self.live(&self.resolved_later, f, &[])
+                .first()
+                .map(|c| Negation {
+                    cue: chars(f, c),
+                    kind: "resolved_later",
+                })
+        })
     }
 
     /// A following clause that is nothing but a negation ("暂时不需要") negates the clause before.
@@ -185,7 +212,7 @@ impl Cues {
 
     /// Is a whole clause negated, for evidence without a term to anchor on (semantic matches):
     /// any live negation cue in it, or a negating next clause.
-    pub fn clause_negation(&self, clause: &str, next: Option<&str>) -> Option<Negation> {
+    pub fn clause_negation(&self, clause: &str, following: &[&str]) -> Option<Negation> {
         let doubles = find(&self.double, clause);
         let n = clause.chars().count();
         let live = |ac: &AhoCorasick| {
@@ -205,7 +232,7 @@ impl Cues {
                 kind: "after",
             });
         }
-        next.and_then(|n| self.next_clause_negates(n))
+        self.later_clauses_negate(following)
     }
 
     /// Done, planned or negated, for an action mentioned at `span` within `clause`.
@@ -257,14 +284,61 @@ impl Cues {
     /// An expectation that did not come true: a counterfactual cue ("本来", "原定") in this
     /// clause and a negation in one of the next two ("结果……没见到").
     pub fn disappointed(&self, clause: &str, following: &[&str]) -> Option<String> {
-        if find(&self.counterfactual, clause).is_empty() {
-            return None;
+        let first = find(&self.counterfactual, clause)
+            .into_iter()
+            .map(|c| c.end)
+            .min()?;
+        // A negation later in the same clause ("原定今天的科室会因为……没开成") or in the next two.
+        if let Some(c) = self
+            .live(&self.tense_negation, clause, &[])
+            .into_iter()
+            .find(|c| c.start >= first)
+        {
+            return Some(chars(clause, &c));
         }
         following.iter().take(2).find_map(|f| {
             self.live(&self.tense_negation, f, &[])
                 .first()
                 .map(|c| chars(f, c))
         })
+    }
+
+    /// A short clause that only says something did not happen ("还没给", "没批下来").
+    pub fn short_negation(&self, clause: &str) -> Option<String> {
+        let core = strip_fillers(clause);
+        if core.chars().count() > 8 {
+            return None;
+        }
+        // It must start with the negation, and not be "没什么…" / "没意见" (nothing to report).
+        let cue = self
+            .live(&self.tense_negation, &core, &[])
+            .into_iter()
+            .find(|c| c.start == 0)?;
+        let rest: String = core.chars().skip(cue.end).collect();
+        let nothing = [
+            "什么",
+            "啥",
+            "有什么",
+            "多大",
+            "意见",
+            "异议",
+            "问题",
+            "事",
+            "关系",
+            "情况",
+            "特别",
+        ];
+        if nothing.iter().any(|n| rest.starts_with(n)) {
+            return None;
+        }
+        Some(chars(&core, &cue))
+    }
+
+    /// An agreement word ("同意", "答应", "松口", "确认") before `before` in a clause.
+    pub fn agreement(&self, clause: &str, before: usize) -> bool {
+        find(&self.agreement, clause)
+            .iter()
+            .any(|c| c.start < before)
     }
 
     /// Plan cues anywhere in a clause (for next steps).

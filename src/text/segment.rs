@@ -166,6 +166,16 @@ impl Segmenter {
         base().has_word(word)
     }
 
+    /// Character offsets where jieba's words (default mode) start and end.
+    pub fn boundaries(&self, text: &str) -> std::collections::HashSet<usize> {
+        let mut b = std::collections::HashSet::new();
+        for t in self.jieba.tokenize(text, TokenizeMode::Default, false) {
+            b.insert(t.start);
+            b.insert(t.end);
+        }
+        b
+    }
+
     pub fn tokenizer(&self) -> JiebaTokenizer {
         JiebaTokenizer {
             seg: self.clone(),

@@ -38,7 +38,8 @@ fn negation(clause: &str, term: &str, next: Option<&str>) -> Option<Negation> {
         .map(|b| clause[..b].chars().count())
         .unwrap();
     let range = start..start + term.chars().count();
-    cues().need_negation(clause, &range, std::slice::from_ref(&range), next)
+    let following: Vec<&str> = next.into_iter().collect();
+    cues().need_negation(clause, &range, std::slice::from_ref(&range), &following)
 }
 
 #[test]
@@ -58,6 +59,20 @@ fn negation_before_and_after_the_need() {
             .unwrap()
             .kind,
         "next_clause"
+    );
+    assert_eq!(
+        negation(
+            "上次的手套破损",
+            "破损",
+            Some("换了货以后护士长说没再出现了")
+        )
+        .unwrap()
+        .kind,
+        "resolved_later"
+    );
+    assert_eq!(
+        negation("客户说不缺货", "缺货", None).unwrap().kind,
+        "before"
     );
 }
 
@@ -129,6 +144,9 @@ fn expectations_that_did_not_come_true() {
         )
         .is_some());
     assert!(c.disappointed("今天见了院长", &["没什么问题"]).is_none());
+    assert!(c
+        .disappointed("原定今天下午的科室会因为他临时被叫去院办没开成", &[])
+        .is_some());
 }
 
 #[test]

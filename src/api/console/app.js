@@ -36,6 +36,7 @@
   const fix3 = (x) => (x === null || x === undefined || Number.isNaN(x) ? '—' : Number(x).toFixed(3));
   const ms = (x) => (x === null || x === undefined ? '—' : `${x >= 100 ? Math.round(x) : Number(x).toFixed(1)} ms`);
   const chars = (s) => Array.from(s || '');
+  const clip = (s, n) => { const c = Array.from(String(s)); return c.length > n ? `${c.slice(0, n - 1).join('')}…` : String(s); };
   const debounce = (f, t) => { let h; return (...a) => { clearTimeout(h); h = setTimeout(() => f(...a), t); }; };
 
   // ------------------------------------------------------------------ vocabulary (Chinese labels)
@@ -715,7 +716,7 @@
     if (s.tier) parts.push(TIER[s.tier] || s.tier);
     return el('div', { class: 'tip-line' },
       el('b', null, `${label}：${s.name}`), ' ', parts.join(' · '),
-      ev.matched && ev.matched !== ev.text ? el('div', { class: 'tip-sub' }, `匹配：${ev.matched}`) : null);
+      ev.matched && ev.matched !== ev.text ? el('div', { class: 'tip-sub' }, `匹配：${clip(ev.matched, 40)}`) : null);
   }
 
   function renderSegments(res, isMemo) {
@@ -747,7 +748,7 @@
     return el('ul', { class: 'evidence' }, evs.map((ev) => el('li', null,
       el('span', { class: `kind kind-${ev.kind}` }, KIND[ev.kind] || ev.kind), ' ',
       el('span', { class: 'ev-text' }, `「${ev.text}」`),
-      ev.matched && ev.matched !== ev.text ? el('span', { class: 'muted' }, ` ≈ ${ev.matched}`) : null,
+      ev.matched && ev.matched !== ev.text ? el('span', { class: 'muted', title: ev.matched }, ` ≈ ${clip(ev.matched, 28)}`) : null,
       el('span', { class: 'muted small' }, ` ${Number(ev.score).toFixed(2)}`))));
   }
   function safeLink(href) {
@@ -928,7 +929,6 @@
     if (!libData) return;
     const q = $('#lib-search').value.trim().toLowerCase();
     const dom = $('#lib-domain').value;
-    const packById = new Map(libData.packs.map((p) => [p.id, p]));
     const packUsers = new Map();
     for (const n of libData.needs) for (const p of n.packs || []) { if (!packUsers.has(p)) packUsers.set(p, []); packUsers.get(p).push(n); }
 
@@ -976,7 +976,6 @@
       li.dataset.id = p.id;
       return li;
     }))] : [el('p', { class: 'muted' }, '没有匹配的解决方案包。')]));
-    void packById;
   }
   async function reloadLibrary() {
     const out = $('#reload-result');
