@@ -645,3 +645,84 @@ pub fn compare(
         lost,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn micro_and_macro_averages() {
+        let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let gold = vec![set(&["a"]), set(&["a", "b"]), set(&[])];
+        let pred = vec![set(&["a"]), set(&["a", "c"]), set(&["b"])];
+        let m = metrics(&labels, &gold, &pred);
+        // a: tp 2; b: fn 1, fp 1; c: fp 1 → micro P 2/4, R 2/3.
+        assert!((m.micro_precision - 0.5).abs() < 1e-9);
+        assert!((m.micro_recall - 2.0 / 3.0).abs() < 1e-9);
+        let a = m.labels.iter().find(|l| l.label == "a").unwrap();
+        assert_eq!((a.counts.tp, a.counts.fp, a.counts.fn_), (2, 0, 0));
+        assert!((m.macro_f1 - (1.0 + 0.0 + 0.0) / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn comparison_sorts_memos_into_gained_and_lost() {
+        let memos = parse_jsonl(
+            "{\"id\":\"m1\",\"text\":\"x\",\"needs\":[\"a\"]}\n{\"id\":\"m2\",\"text\":\"y\",\"needs\":[]}\n",
+            "t",
+        )
+        .unwrap();
+        let p = |id: &str, needs: &[&str]| Prediction {
+            id: id.into(),
+            needs: set(needs),
+            actions: set(&[]),
+            planned: set(&[]),
+            vague: false,
+            evidence: BTreeMap::new(),
+            ms: 0.0,
+        };
+        let base = vec![p("m1", &[]), p("m2", &[])];
+        let other = vec![p("m1", &["a"]), p("m2", &["b"])];
+        let c = compare(&memos, &base, &other, "v1", "v2");
+        assert_eq!(c.gained.len(), 1);
+        assert_eq!(c.gained[0].id, "m1");
+        assert_eq!(c.lost.len(), 1);
+        assert_eq!(c.lost[0].other_errors, vec!["extra need b".to_string()]);
+    }
+
+    #[test]
+    fn jsonl_errors_name_the_line() {
+        let e = parse_jsonl("{\"id\":\"a\",\"text\":\"x\"}\nnot json\n", "f.jsonl").unwrap_err();
+        assert!(e.to_string().contains("f.jsonl:2"), "{e}");
+    }
+
+    #[test]
+    fn fitted_weights_separate_positives() {
+        use crate::matcher::NeedFeatures;
+        let row = |lexical: f32, gold: bool| FeatureRow {
+            memo: "m".into(),
+            need: "n".into(),
+            gold,
+            negated_gold: false,
+            features: NeedFeatures {
+                lexical,
+                ..Default::default()
+            },
+        };
+        let rows: Vec<FeatureRow> = (0..50)
+            .map(|i| row(if i % 2 == 0 { 1.0 } else { 0.0 }, i % 2 == 0))
+            .collect();
+        let (w, th) = fit_weights(&rows, false);
+        assert!(w.lexical > 0.0);
+        let p = |x: f32| 1.0 / (1.0 + (-(w.bias + w.lexical * x)).exp());
+        assert!(
+            p(1.0) > th && p(0.0) < th,
+            "p(1)={} p(0)={} th={th}",
+            p(1.0),
+            p(0.0)
+        );
+    }
+}

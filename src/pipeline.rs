@@ -94,7 +94,7 @@ impl Speech {
         timings.decode_ms = ms(t);
 
         let t = Instant::now();
-        let (speech, to_original): (Vec<f32>, Box<dyn Fn(f64) -> f64>) = match &self.vad {
+        let (speech, to_original): (Vec<f32>, Box<dyn Fn(f64) -> f64 + Sync>) = match &self.vad {
             Some(vad) => {
                 let map = vad.detect(&decoded.samples)?;
                 let (samples, timeline) =
@@ -112,21 +112,7 @@ impl Speech {
                 ..Default::default()
             }
         } else {
-            // Long speech is cut at pauses into chunks that each get an encoder window sized to
-            // them (cheaper than whole 30 s windows, and never a nearly empty second window).
-            let mut out = Transcript {
-                language: "zh".into(),
-                ..Default::default()
-            };
-            for chunk in audio::chunks(&speech, self.cfg.asr.chunk_s) {
-                let offset = chunk.start as f64 / audio::SAMPLE_RATE as f64;
-                let map = |t: f64| to_original(t + offset);
-                let part = worker.transcribe(&self.asr, &speech[chunk], prompt, &map)?;
-                out.segments.extend(part.segments);
-                out.dropped.extend(part.dropped);
-            }
-            out.text = crate::asr::join_segments(&out.segments);
-            out
+            worker.transcribe(&self.asr, &speech, prompt, &*to_original)?
         };
         timings.asr_ms = ms(t);
         timings.total_ms = ms(total);
@@ -184,7 +170,7 @@ impl Engine {
                 &cfg.models.path(&cfg.models.embedding),
                 &cfg.models.path(&cfg.models.tokenizer),
                 cfg.matcher.embedding_threads,
-                cfg.server.workers.max(1) + 1,
+                2, // sessions: enough for concurrent text tagging on two cores
             )?))
         } else {
             None

@@ -28,7 +28,8 @@ pub struct Asr {
 
 /// One worker's whisper state (buffers, KV cache), created once and reused for every memo.
 pub struct AsrWorker {
-    state: WhisperState,
+    /// One whisper state per thread: chunks of a long memo run in parallel, each on one thread.
+    states: Vec<WhisperState>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -84,11 +85,14 @@ impl Asr {
     }
 
     pub fn worker(&self) -> Result<AsrWorker> {
-        let state = self
-            .ctx
-            .create_state()
-            .map_err(|e| Error::Asr(format!("cannot create whisper state: {e}")))?;
-        Ok(AsrWorker { state })
+        let states = (0..self.cfg.threads.max(1))
+            .map(|_| {
+                self.ctx
+                    .create_state()
+                    .map_err(|e| Error::Asr(format!("cannot create whisper state: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AsrWorker { states })
     }
 
     /// An initial prompt in Simplified Chinese built from domain words, as many as fit the budget.
@@ -150,109 +154,174 @@ pub fn audio_ctx_for(seconds: f64) -> i32 {
     ((frames + 63) / 64 * 64).min(1500)
 }
 
+/// Shortest chunk worth transcribing on its own thread (shorter speech runs in one piece).
+const MIN_PARALLEL_CHUNK_S: f64 = 6.0;
+
 impl AsrWorker {
     /// Transcribe 16 kHz mono speech. `to_original` maps a time in these samples to the time in
     /// the uploaded audio (the VAD may have cut silence out).
+    ///
+    /// Speech longer than `asr.chunk_s` is cut at pauses into chunks, each with an encoder window
+    /// sized to it; with `asr.threads` > 1 the speech is cut into at least that many chunks
+    /// (if each is long enough) and they run in parallel, one thread each. Within one chunk
+    /// whisper always runs single-threaded: ggml's spinning thread pool slows down by an order of
+    /// magnitude on a 2-core machine that is doing anything else.
     pub fn transcribe(
         &mut self,
         asr: &Asr,
         samples: &[f32],
         prompt: Option<&str>,
-        to_original: &dyn Fn(f64) -> f64,
+        to_original: &(dyn Fn(f64) -> f64 + Sync),
     ) -> Result<Transcript> {
-        let cfg = &asr.cfg;
-        if samples.is_empty() {
-            return Ok(Transcript {
-                language: "zh".into(),
-                ..Default::default()
-            });
-        }
-        let strategy = if cfg.beam_size > 1 {
-            SamplingStrategy::BeamSearch {
-                beam_size: cfg.beam_size as i32,
-                patience: -1.0,
+        let sr = crate::audio::SAMPLE_RATE as f64;
+        let seconds = samples.len() as f64 / sr;
+        let by_length = (seconds / asr.cfg.chunk_s).ceil().max(1.0) as usize;
+        let parallel = self
+            .states
+            .len()
+            .min((seconds / MIN_PARALLEL_CHUNK_S).floor().max(1.0) as usize);
+        let n = by_length.div_ceil(parallel) * parallel;
+        let chunks = crate::audio::split(samples, n);
+        let mut parts: Vec<Option<Result<Transcript>>> = (0..chunks.len()).map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let mut handles = Vec::new();
+            for (lane, state) in self.states.iter_mut().take(parallel).enumerate() {
+                let mine: Vec<(usize, std::ops::Range<usize>)> = chunks
+                    .iter()
+                    .cloned()
+                    .enumerate()
+                    .filter(|(i, _)| i % parallel == lane)
+                    .collect();
+                handles.push(scope.spawn(move || {
+                    mine.into_iter()
+                        .map(|(i, r)| {
+                            let offset = r.start as f64 / sr;
+                            let map = |t: f64| to_original(t + offset);
+                            (i, transcribe_chunk(state, asr, &samples[r], prompt, &map))
+                        })
+                        .collect::<Vec<_>>()
+                }));
             }
-        } else {
-            SamplingStrategy::Greedy { best_of: 1 }
-        };
-        let mut params = FullParams::new(strategy);
-        params.set_language(Some("zh"));
-        params.set_translate(false);
-        params.set_n_threads(cfg.threads as i32);
-        params.set_no_context(true);
-        params.set_print_progress(false);
-        params.set_print_realtime(false);
-        params.set_print_special(false);
-        params.set_print_timestamps(false);
-        params.set_suppress_blank(true);
-        params.set_suppress_nst(true);
-        params.set_temperature(0.0);
-        params.set_temperature_inc(if cfg.temperature_fallback { 0.2 } else { 0.0 });
-        params.set_no_speech_thold(cfg.no_speech_threshold);
-        let seconds = samples.len() as f64 / crate::audio::SAMPLE_RATE as f64;
-        if cfg.adaptive_audio_ctx {
-            params.set_audio_ctx(audio_ctx_for(seconds));
-        }
-        if let Some(p) = prompt {
-            params.set_initial_prompt(p);
-        }
-        self.state
-            .full(params, samples)
-            .map_err(|e| Error::Asr(e.to_string()))?;
-
+            for h in handles {
+                for (i, r) in h.join().unwrap_or_default() {
+                    parts[i] = Some(r);
+                }
+            }
+        });
         let mut out = Transcript {
             language: "zh".into(),
             ..Default::default()
         };
-        for seg in self.state.as_iter() {
-            let raw = seg
-                .to_str_lossy()
-                .map(|s| s.into_owned())
-                .unwrap_or_default();
-            let text = zh::to_simplified(raw.trim());
-            if text.is_empty() {
-                continue;
-            }
-            let n = seg.n_tokens();
-            let (mut sum_p, mut count) = (0f32, 0usize);
-            for i in 0..n {
-                if let Some(tok) = seg.get_token(i) {
-                    if tok.token_id() < 50257 {
-                        sum_p += tok.token_probability();
-                        count += 1;
-                    }
-                }
-            }
-            let mean_p = if count > 0 { sum_p / count as f32 } else { 0.0 };
-            let verdict = guard::judge(
-                &text,
-                prompt.unwrap_or(""),
-                seg.no_speech_probability(),
-                mean_p,
-                cfg.no_speech_threshold,
-            );
-            if verdict != guard::Verdict::Keep {
-                out.dropped.push(Dropped {
-                    text,
-                    reason: verdict.reason(),
-                });
-                continue;
-            }
-            let (text, looped) = guard::collapse_repetitions(&text);
-            if looped {
-                tracing::debug!("collapsed a repetition loop in a segment");
-            }
-            let start = to_original(seg.start_timestamp() as f64 / 100.0);
-            let end = to_original((seg.end_timestamp() as f64 / 100.0).min(seconds));
-            out.segments.push(Segment {
-                start,
-                end: end.max(start),
-                text,
-            });
+        for part in parts {
+            let part = part.ok_or_else(|| Error::Asr("a transcription thread failed".into()))??;
+            out.segments.extend(part.segments);
+            out.dropped.extend(part.dropped);
         }
         out.text = join_segments(&out.segments);
         Ok(out)
     }
+}
+
+/// Transcribe one chunk on one state, single-threaded.
+fn transcribe_chunk(
+    state: &mut WhisperState,
+    asr: &Asr,
+    samples: &[f32],
+    prompt: Option<&str>,
+    to_original: &dyn Fn(f64) -> f64,
+) -> Result<Transcript> {
+    let cfg = &asr.cfg;
+    if samples.is_empty() {
+        return Ok(Transcript {
+            language: "zh".into(),
+            ..Default::default()
+        });
+    }
+    let strategy = if cfg.beam_size > 1 {
+        SamplingStrategy::BeamSearch {
+            beam_size: cfg.beam_size as i32,
+            patience: -1.0,
+        }
+    } else {
+        SamplingStrategy::Greedy { best_of: 1 }
+    };
+    let mut params = FullParams::new(strategy);
+    params.set_language(Some("zh"));
+    params.set_translate(false);
+    params.set_n_threads(1);
+    params.set_no_context(true);
+    params.set_print_progress(false);
+    params.set_print_realtime(false);
+    params.set_print_special(false);
+    params.set_print_timestamps(false);
+    params.set_suppress_blank(true);
+    params.set_suppress_nst(true);
+    params.set_temperature(0.0);
+    params.set_temperature_inc(if cfg.temperature_fallback { 0.2 } else { 0.0 });
+    params.set_no_speech_thold(cfg.no_speech_threshold);
+    let seconds = samples.len() as f64 / crate::audio::SAMPLE_RATE as f64;
+    if cfg.adaptive_audio_ctx {
+        params.set_audio_ctx(audio_ctx_for(seconds));
+    }
+    if let Some(p) = prompt {
+        params.set_initial_prompt(p);
+    }
+    state
+        .full(params, samples)
+        .map_err(|e| Error::Asr(e.to_string()))?;
+
+    let mut out = Transcript {
+        language: "zh".into(),
+        ..Default::default()
+    };
+    for seg in state.as_iter() {
+        let raw = seg
+            .to_str_lossy()
+            .map(|s| s.into_owned())
+            .unwrap_or_default();
+        let text = zh::to_simplified(raw.trim());
+        if text.is_empty() {
+            continue;
+        }
+        let n = seg.n_tokens();
+        let (mut sum_p, mut count) = (0f32, 0usize);
+        for i in 0..n {
+            if let Some(tok) = seg.get_token(i) {
+                if tok.token_id() < 50257 {
+                    sum_p += tok.token_probability();
+                    count += 1;
+                }
+            }
+        }
+        let mean_p = if count > 0 { sum_p / count as f32 } else { 0.0 };
+        let verdict = guard::judge(
+            &text,
+            prompt.unwrap_or(""),
+            seg.no_speech_probability(),
+            mean_p,
+            cfg.no_speech_threshold,
+        );
+        if verdict != guard::Verdict::Keep {
+            out.dropped.push(Dropped {
+                text,
+                reason: verdict.reason(),
+            });
+            continue;
+        }
+        let (text, looped) = guard::collapse_repetitions(&text);
+        if looped {
+            tracing::debug!("collapsed a repetition loop in a segment");
+        }
+        let start = to_original(seg.start_timestamp() as f64 / 100.0);
+        let end = to_original((seg.end_timestamp() as f64 / 100.0).min(seconds));
+        out.segments.push(Segment {
+            start,
+            end: end.max(start),
+            text,
+        });
+    }
+    out.text = join_segments(&out.segments);
+    Ok(out)
 }
 
 /// Segments joined into one text; Chinese needs no spaces, but a missing sentence break between

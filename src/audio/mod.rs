@@ -180,7 +180,14 @@ pub fn chunks(samples: &[f32], max_s: f64) -> Vec<std::ops::Range<usize>> {
     if max == 0 || samples.len() <= max {
         return vec![0..samples.len()];
     }
-    let n = samples.len().div_ceil(max);
+    split(samples, samples.len().div_ceil(max))
+}
+
+/// Split audio into `n` nearly equal chunks cut at the quietest frame near each ideal cut.
+pub fn split(samples: &[f32], n: usize) -> Vec<std::ops::Range<usize>> {
+    if n <= 1 || samples.len() < n * SAMPLE_RATE as usize {
+        return vec![0..samples.len()];
+    }
     let frame = SAMPLE_RATE as usize * 32 / 1000;
     let window = 2 * SAMPLE_RATE as usize;
     let mut cuts = vec![0];

@@ -242,7 +242,7 @@ impl Matcher {
             let range = heard.start..heard.end;
             let info = &self.term_info[heard.id];
             let heard_text: String = analyzed.norm[range.clone()].iter().collect();
-            if Segmenter::is_common_word(&heard_text) {
+            if self.seg.is_common_word(&heard_text) {
                 continue;
             }
             // A misheard word is a word: it must not start or end inside another one ("认识一下"

@@ -3,8 +3,9 @@
 //! segmentation and by the tantivy tokenizer; tantivy clones tokenizers per query, and cloning
 //! an `Arc` costs nothing where cloning the dictionary would cost tens of milliseconds.
 
+use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use jieba_rs::{Jieba, TokenizeMode};
 
@@ -103,11 +104,6 @@ const STOP_WORDS: &[&str] = &[
     "及",
 ];
 
-fn base() -> &'static Jieba {
-    static BASE: OnceLock<Jieba> = OnceLock::new();
-    BASE.get_or_init(Jieba::new)
-}
-
 /// A token: its text and character range in the segmented string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
@@ -118,21 +114,29 @@ pub struct Token {
 #[derive(Clone)]
 pub struct Segmenter {
     jieba: Arc<Jieba>,
+    /// The words added to the default dictionary.
+    added: Arc<HashSet<String>>,
 }
 
 impl Segmenter {
     /// The default dictionary plus `words` (each kept whole).
     pub fn new<'a>(words: impl IntoIterator<Item = &'a str>) -> Segmenter {
-        let mut jieba = base().clone();
+        // One dictionary per library version (built fresh, ~0.1 s): no second copy is kept.
+        let mut jieba = Jieba::new();
+        let mut added = HashSet::new();
         for w in words {
             let w = w.trim();
             if w.chars().count() >= 2 && !w.contains(char::is_whitespace) {
+                if !jieba.has_word(w) {
+                    added.insert(w.to_string());
+                }
                 let freq = jieba.suggest_freq(w).max(50_000);
                 jieba.add_word(w, Some(freq), None);
             }
         }
         Segmenter {
             jieba: Arc::new(jieba),
+            added: Arc::new(added),
         }
     }
 
@@ -162,8 +166,8 @@ impl Segmenter {
 
     /// True when `word` is in jieba's own dictionary (not the library's additions): a real
     /// word, so a sound-alike of a library term that is one is not a recognition error.
-    pub fn is_common_word(word: &str) -> bool {
-        base().has_word(word)
+    pub fn is_common_word(&self, word: &str) -> bool {
+        self.jieba.has_word(word) && !self.added.contains(word)
     }
 
     /// Character offsets where jieba's words (default mode) start and end.
