@@ -100,12 +100,24 @@ fn parallel_chunks_keep_order_and_timeline() {
     cfg.asr.threads = 2;
     let speech = Speech::load(&cfg).unwrap();
     let mut worker = speech.worker().unwrap();
-    let parts = ["audio/thchs30_test.wav", "audio/aishell_S0764W0121.wav", "audio/thchs30_test.wav"];
-    let spec = hound::WavSpec { channels: 1, sample_rate: 16000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let parts = [
+        "audio/thchs30_test.wav",
+        "audio/aishell_S0764W0121.wav",
+        "audio/thchs30_test.wav",
+    ];
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut out = std::io::Cursor::new(Vec::new());
     let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
     for p in parts {
-        for s in hound::WavReader::new(std::io::Cursor::new(common::fixture_bytes(p))).unwrap().into_samples::<i16>() {
+        for s in hound::WavReader::new(std::io::Cursor::new(common::fixture_bytes(p)))
+            .unwrap()
+            .into_samples::<i16>()
+        {
             w.write_sample(s.unwrap()).unwrap();
         }
         for _ in 0..16000 {
@@ -114,15 +126,27 @@ fn parallel_chunks_keep_order_and_timeline() {
     }
     w.finalize().unwrap();
     let reference = format!("{}{}{}", CLIPS[2].1, CLIPS[0].1, CLIPS[2].1);
-    let prompt = speech.asr().build_prompt(&needtag::library::Library::embedded().unwrap().prompt_words());
-    let t = speech.transcribe(&mut worker, &out.into_inner(), Some(&prompt)).unwrap();
+    let prompt = speech.asr().build_prompt(
+        &needtag::library::Library::embedded()
+            .unwrap()
+            .prompt_words(),
+    );
+    let t = speech
+        .transcribe(&mut worker, &out.into_inner(), Some(&prompt))
+        .unwrap();
     let c = cer(&t.transcript.text, &reference);
     assert!(c <= 0.2, "CER {c:.3}: {}", t.transcript.text);
     let segs = &t.transcript.segments;
     assert!(segs.len() >= 2);
-    assert!(segs.windows(2).all(|w| w[0].start <= w[1].start), "{segs:?}");
+    assert!(
+        segs.windows(2).all(|w| w[0].start <= w[1].start),
+        "{segs:?}"
+    );
     assert!(segs.last().unwrap().end <= t.duration_s + 0.05);
     // The middle clip starts after the first one (8.4 s + 1 s of silence).
-    let middle = segs.iter().find(|s| s.text.contains("交易")).expect("middle clip transcribed");
+    let middle = segs
+        .iter()
+        .find(|s| s.text.contains("交易"))
+        .expect("middle clip transcribed");
     assert!(middle.start > 8.0, "{middle:?}");
 }

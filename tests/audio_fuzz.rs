@@ -18,7 +18,25 @@ const CODES: &[&str] = &[
     "payload_too_large",
 ];
 
+/// Cap this test process's address space so that a demuxer trying to allocate from a forged
+/// size fails here on every machine, not only on small ones: such an allocation aborts the
+/// process instead of returning an error, so it must never be attempted.
+fn cap_address_space() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let cap = 3 << 30;
+        let limit = libc::rlimit {
+            rlim_cur: cap,
+            rlim_max: cap,
+        };
+        // SAFETY: setrlimit reads a valid struct; lowering our own limit needs no privilege.
+        let rc = unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
+        assert_eq!(rc, 0, "setrlimit failed");
+    });
+}
+
 fn decode_checked(bytes: &[u8]) {
+    cap_address_space();
     let cfg = AudioConfig {
         max_seconds: 30.0,
         ..AudioConfig::default()

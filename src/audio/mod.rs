@@ -9,6 +9,7 @@ mod container;
 mod opus_dec;
 mod resample;
 mod sniff;
+mod structure;
 pub mod vad;
 
 use serde::Serialize;
@@ -112,18 +113,32 @@ pub fn decode(bytes: &[u8], cfg: &AudioConfig) -> Result<DecodedAudio> {
     let decode_limit = cfg.max_seconds + 0.05;
     let (pcm, codec) = match container {
         Container::AmrNb | Container::AmrWb => amr::decode_file(bytes, container, decode_limit)?,
-        // The demuxers are third-party parsers fed untrusted bytes; an internal assertion in one of
-        // them (symphonia's Matroska reader has one that damaged files reach) must become a
-        // clean error for this upload, not take the worker down.
-        _ => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            container::decode(bytes, container, decode_limit)
-        }))
-        .unwrap_or_else(|_| {
-            Err(Error::CorruptAudio(format!(
-                "{} file is damaged (its structure is inconsistent)",
-                container.name()
-            )))
-        })?,
+        // The demuxers are third-party parsers fed untrusted bytes. Sizes they would allocate
+        // from are checked first (a failed allocation aborts the process and cannot be caught);
+        // an internal assertion in one of them (symphonia's Matroska reader has one that damaged
+        // files reach) must become a clean error for this upload, not take the worker down.
+        _ => {
+            let checked = match container {
+                Container::Mp4 => structure::check_mp4(bytes),
+                Container::Matroska => structure::check_matroska(bytes),
+                Container::Wav => structure::check_wav(bytes),
+                Container::Flac => structure::check_flac(bytes),
+                Container::Ogg => structure::check_ogg(bytes),
+                _ => Ok(()),
+            };
+            checked.map_err(|why| {
+                Error::CorruptAudio(format!("{} file is damaged: {why}", container.name()))
+            })?;
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                container::decode(bytes, container, decode_limit)
+            }))
+            .unwrap_or_else(|_| {
+                Err(Error::CorruptAudio(format!(
+                    "{} file is damaged (its structure is inconsistent)",
+                    container.name()
+                )))
+            })?
+        }
     };
     let source_rate = pcm.rate;
     let source_channels = pcm.channels as u16;
@@ -175,6 +190,7 @@ pub fn decode(bytes: &[u8], cfg: &AudioConfig) -> Result<DecodedAudio> {
 
 /// Split audio longer than `max_s` seconds into nearly equal chunks, cutting at the quietest
 /// 32 ms frame within two seconds of each ideal cut (a pause between words, not mid-syllable).
+#[allow(clippy::single_range_in_vec_init)] // one chunk covering everything
 pub fn chunks(samples: &[f32], max_s: f64) -> Vec<std::ops::Range<usize>> {
     let max = (max_s * SAMPLE_RATE as f64) as usize;
     if max == 0 || samples.len() <= max {
@@ -184,6 +200,7 @@ pub fn chunks(samples: &[f32], max_s: f64) -> Vec<std::ops::Range<usize>> {
 }
 
 /// Split audio into `n` nearly equal chunks cut at the quietest frame near each ideal cut.
+#[allow(clippy::single_range_in_vec_init)]
 pub fn split(samples: &[f32], n: usize) -> Vec<std::ops::Range<usize>> {
     if n <= 1 || samples.len() < n * SAMPLE_RATE as usize {
         return vec![0..samples.len()];
