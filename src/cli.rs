@@ -380,8 +380,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
                 totals.push(ms);
                 println!(
-                    "run {}: {ms:.0} ms (decode {:.0}, vad {:.0}, asr {:.0}, tag {:.1}) speech {:.1} s of {:.1} s",
-                    i + 1, r.timings.decode_ms, r.timings.vad_ms, r.timings.asr_ms, r.timings.tag_ms, 0.0, r.duration_s
+                    "run {}: {ms:.0} ms (decode {:.0}, vad {:.0}, asr {:.0}, tag {:.1}) for {:.1} s of audio{}",
+                    i + 1,
+                    r.timings.decode_ms,
+                    r.timings.vad_ms,
+                    r.timings.asr_ms,
+                    r.timings.tag_ms,
+                    r.duration_s,
+                    if r.speech_detected { "" } else { ", no speech" }
                 );
                 if i == 0 {
                     println!("  text: {}", r.transcript.text);

@@ -131,6 +131,8 @@ pub struct AsrConfig {
     pub temperature_fallback: bool,
     /// Size the encoder window to the audio instead of always 30 s.
     pub adaptive_audio_ctx: bool,
+    /// Encoder frames (20 ms each) kept beyond the audio when the window is sized to it.
+    pub audio_ctx_margin: i32,
     /// Speech longer than this is cut at pauses and transcribed chunk by chunk (seconds).
     pub chunk_s: f64,
     pub flash_attn: bool,
@@ -150,6 +152,7 @@ impl Default for AsrConfig {
             beam_size: 1,
             temperature_fallback: false,
             adaptive_audio_ctx: true,
+            audio_ctx_margin: 128,
             chunk_s: 30.0,
             flash_attn: false,
             no_speech_threshold: 0.6,

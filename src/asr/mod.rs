@@ -61,6 +61,7 @@ impl Asr {
     /// that prepares it.
     pub fn load(path: &Path, cfg: &AsrConfig) -> Result<Asr> {
         check_model_file(path)?;
+        single_threaded_blas();
         let mut params = WhisperContextParameters::default();
         params.flash_attn(cfg.flash_attn);
         let ctx = WhisperContext::new_with_params(path, params).map_err(|e| {
@@ -124,6 +125,21 @@ impl Asr {
     }
 }
 
+extern "C" {
+    /// From libopenblas, which whisper.cpp's BLAS backend links.
+    fn openblas_set_num_threads(n: std::os::raw::c_int);
+}
+
+/// whisper.cpp runs the encoder's large matrix products through OpenBLAS. OpenBLAS would split
+/// each product over every core, which fights the parallelism needtag already has (one chunk or
+/// one memo per thread) and measured slower under load; every transcription thread therefore
+/// calls OpenBLAS single-threaded.
+fn single_threaded_blas() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: sets a global thread count inside OpenBLAS; no pointers are involved.
+    ONCE.call_once(|| unsafe { openblas_set_num_threads(1) });
+}
+
 fn check_model_file(path: &Path) -> Result<()> {
     let hint = "prepare it with `python3 models/prepare.py` (or .ci/setup), or pass --model with any whisper.cpp ggml file";
     let mut magic = [0u8; 4];
@@ -146,11 +162,11 @@ fn check_model_file(path: &Path) -> Result<()> {
 }
 
 /// Encoder frames (20 ms each) for a clip: the clip plus a margin, whole 30 s for long audio.
-pub fn audio_ctx_for(seconds: f64) -> i32 {
+pub fn audio_ctx_for(seconds: f64, margin_frames: i32) -> i32 {
     if seconds >= 28.0 {
         return 0; // full window
     }
-    let frames = (seconds * 50.0).ceil() as i32 + 128;
+    let frames = (seconds * 50.0).ceil() as i32 + margin_frames;
     ((frames + 63) / 64 * 64).min(1500)
 }
 
@@ -261,7 +277,7 @@ fn transcribe_chunk(
     params.set_no_speech_thold(cfg.no_speech_threshold);
     let seconds = samples.len() as f64 / crate::audio::SAMPLE_RATE as f64;
     if cfg.adaptive_audio_ctx {
-        params.set_audio_ctx(audio_ctx_for(seconds));
+        params.set_audio_ctx(audio_ctx_for(seconds, cfg.audio_ctx_margin));
     }
     if let Some(p) = prompt {
         params.set_initial_prompt(p);
@@ -344,9 +360,9 @@ mod tests {
 
     #[test]
     fn audio_ctx_fits_the_clip() {
-        assert_eq!(audio_ctx_for(8.0), 576);
-        assert_eq!(audio_ctx_for(29.0), 0);
-        assert!(audio_ctx_for(27.0) <= 1500);
+        assert_eq!(audio_ctx_for(8.0, 128), 576);
+        assert_eq!(audio_ctx_for(29.0, 128), 0);
+        assert!(audio_ctx_for(27.0, 128) <= 1500);
     }
 
     #[test]
