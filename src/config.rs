@@ -210,7 +210,8 @@ impl std::fmt::Debug for ApiKey {
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub bind: String,
-    /// Transcription workers, each with its own loaded whisper state.
+    /// Transcription workers (memos transcribed at once). They share `workers × asr.threads`
+    /// whisper states, so a memo that arrives alone uses the idle ones too.
     pub workers: usize,
     /// Uploads that may wait for a worker; more are answered 503 at once.
     pub queue: usize,

@@ -80,6 +80,20 @@ impl Speech {
         self.asr.worker()
     }
 
+    /// `n` whisper states for the service's workers to share; `queued` counts memos waiting
+    /// for a worker.
+    pub fn state_pool(
+        &self,
+        n: usize,
+        queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Result<std::sync::Arc<crate::asr::StatePool>> {
+        self.asr.state_pool(n, queued)
+    }
+
+    pub fn shared_worker(&self, pool: std::sync::Arc<crate::asr::StatePool>) -> AsrWorker {
+        self.asr.shared_worker(pool)
+    }
+
     /// Decode, gate with the VAD, and transcribe one upload.
     pub fn transcribe(
         &self,

@@ -150,3 +150,37 @@ fn parallel_chunks_keep_order_and_timeline() {
         .expect("middle clip transcribed");
     assert!(middle.start > 8.0, "{middle:?}");
 }
+
+#[test]
+fn shared_states_are_lent_and_always_returned() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let cfg = common::config();
+    let speech = Speech::load(&cfg).unwrap();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let pool = speech.state_pool(2, queued.clone()).unwrap();
+    assert_eq!(pool.idle(), 2);
+    let mut a = speech.shared_worker(pool.clone());
+    let mut b = speech.shared_worker(pool.clone());
+    let clip = common::fixture_bytes(CLIPS[0].0);
+
+    // Alone, and then with another memo queued: the same text, and both states come back.
+    let alone = speech.transcribe(&mut a, &clip, None).unwrap();
+    assert_eq!(pool.idle(), 2);
+    queued.store(1, Ordering::SeqCst);
+    let busy = speech.transcribe(&mut b, &clip, None).unwrap();
+    assert_eq!(pool.idle(), 2);
+    assert_eq!(alone.transcript.text, busy.transcript.text);
+    assert!(cer(&alone.transcript.text, CLIPS[0].1) <= 0.2);
+
+    // Two workers at once on two threads: both finish and every state is back.
+    queued.store(0, Ordering::SeqCst);
+    std::thread::scope(|s| {
+        let ha = s.spawn(|| speech.transcribe(&mut a, &clip, None).unwrap());
+        let hb = s.spawn(|| speech.transcribe(&mut b, &clip, None).unwrap());
+        assert_eq!(ha.join().unwrap().transcript.text, alone.transcript.text);
+        assert_eq!(hb.join().unwrap().transcript.text, alone.transcript.text);
+    });
+    assert_eq!(pool.idle(), 2);
+}

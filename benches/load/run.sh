@@ -17,6 +17,8 @@ echo "== idle: $(rss)"
 echo "== /v1/tag, 4 connections, ${secs}s"
 wrk -t2 -c4 -d${secs}s --latency -s benches/load/tag.lua http://127.0.0.1:$port
 echo "== after /v1/tag: $(rss)"
+echo "== /v1/memos (~30 s memo), 1 connection (a memo alone), ${secs}s"
+wrk -t1 -c1 -d${secs}s --timeout 120s --latency -s benches/load/memos.lua http://127.0.0.1:$port
 echo "== /v1/memos (~30 s memo), 2 connections (= workers), ${secs}s"
 wrk -t1 -c2 -d${secs}s --timeout 120s --latency -s benches/load/memos.lua http://127.0.0.1:$port
 echo "== after /v1/memos: $(rss)"

@@ -1,5 +1,5 @@
-//! Transcription runs on a fixed pool of worker threads, each with its own whisper state, behind
-//! a bounded number of slots (workers + queue). A request that finds no free slot is told to
+//! Transcription runs on a fixed pool of worker threads sharing a pool of whisper states (see
+//! [`crate::asr::StatePool`]), behind a bounded number of slots (workers + queue). A request that finds no free slot is told to
 //! come back later at once; a client that goes away gives its slot back immediately (the slot is
 //! held by the waiting request, and the worker skips jobs nobody waits for).
 
@@ -35,7 +35,8 @@ pub struct TranscriptionPool {
 }
 
 impl TranscriptionPool {
-    /// Start `workers` threads (each creates its whisper state now, so the first request is warm).
+    /// Start `workers` threads and create the shared whisper states now, so the first request is
+    /// warm.
     pub fn start(engine: Arc<Engine>, workers: usize, queue: usize) -> Result<TranscriptionPool> {
         let speech = engine
             .speech()
@@ -46,8 +47,13 @@ impl TranscriptionPool {
         let busy = Arc::new(AtomicUsize::new(0));
         let avg_ms = Arc::new(AtomicUsize::new(3000));
         let mut handles = Vec::new();
+        // All workers share the states: a memo alone uses every core, concurrent memos one each.
+        let states = speech.state_pool(
+            workers.max(1) * engine.config().asr.threads.max(1),
+            waiting.clone(),
+        )?;
         for i in 0..workers.max(1) {
-            let mut worker = speech.worker()?;
+            let mut worker = speech.shared_worker(states.clone());
             let (engine, rx, waiting, busy, avg_ms) = (
                 engine.clone(),
                 rx.clone(),
@@ -72,14 +78,9 @@ impl TranscriptionPool {
                         engine.process_memo(&mut worker, &job.bytes, job.meta)
                     }))
                     .unwrap_or_else(|_| {
-                        tracing::error!(
-                            "transcription panicked; the worker continues with a fresh state"
-                        );
-                        if let Some(s) = engine.speech() {
-                            if let Ok(w) = s.worker() {
-                                worker = w;
-                            }
-                        }
+                        // The borrowed states went back to the pool while unwinding; whisper
+                        // resets a state at the start of every transcription.
+                        tracing::error!("transcription panicked; the worker continues");
                         Err(Error::Asr("transcription failed".into()))
                     });
                     let ms = t.elapsed().as_millis() as usize;

@@ -6,6 +6,7 @@ pub mod guard;
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
 
 use serde::Serialize;
 use whisper_rs::{
@@ -26,10 +27,74 @@ pub struct Asr {
     cfg: AsrConfig,
 }
 
-/// One worker's whisper state (buffers, KV cache), created once and reused for every memo.
+/// One worker's whisper states (buffers, KV cache), created once and reused for every memo.
 pub struct AsrWorker {
     /// One whisper state per thread: chunks of a long memo run in parallel, each on one thread.
     states: Vec<WhisperState>,
+    /// In the service, the states live in a pool shared by every worker instead.
+    shared: Option<Arc<StatePool>>,
+}
+
+/// Whisper states shared by all transcription workers of a service. A memo takes one state
+/// (waiting while none is free); when no other memo is queued or waiting, it also takes every
+/// idle state its chunks can use. A memo that arrives alone runs on all cores. Memos that arrive
+/// together run side by side on one core each, so nothing is lost to extra chunking.
+pub struct StatePool {
+    inner: Mutex<PoolInner>,
+    returned: Condvar,
+    /// Memos accepted by the service but not yet picked up by a worker.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct PoolInner {
+    free: Vec<WhisperState>,
+    /// Workers blocked in `take`.
+    takers: usize,
+}
+
+impl StatePool {
+    fn take(&self, useful: usize) -> Vec<WhisperState> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.takers += 1;
+        while inner.free.is_empty() {
+            inner = self.returned.wait(inner).unwrap_or_else(|p| p.into_inner());
+        }
+        inner.takers -= 1;
+        let others = inner.takers > 0 || self.queued.load(std::sync::atomic::Ordering::SeqCst) > 0;
+        let n = if others { 1 } else { useful.max(1) }.min(inner.free.len());
+        let keep = inner.free.len() - n;
+        inner.free.split_off(keep)
+    }
+
+    fn give(&self, states: Vec<WhisperState>) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .free
+            .extend(states);
+        self.returned.notify_all();
+    }
+
+    /// States not lent out right now.
+    pub fn idle(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .free
+            .len()
+    }
+}
+
+/// States borrowed from a [`StatePool`], given back when dropped (also when a panic unwinds).
+struct Borrowed<'a> {
+    pool: &'a StatePool,
+    states: Vec<WhisperState>,
+}
+
+impl Drop for Borrowed<'_> {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.states));
+    }
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -85,15 +150,47 @@ impl Asr {
         &self.name
     }
 
-    pub fn worker(&self) -> Result<AsrWorker> {
-        let states = (0..self.cfg.threads.max(1))
+    fn states(&self, n: usize) -> Result<Vec<WhisperState>> {
+        (0..n.max(1))
             .map(|_| {
                 self.ctx
                     .create_state()
                     .map_err(|e| Error::Asr(format!("cannot create whisper state: {e}")))
             })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(AsrWorker { states })
+            .collect()
+    }
+
+    /// A worker with its own `asr.threads` states.
+    pub fn worker(&self) -> Result<AsrWorker> {
+        Ok(AsrWorker {
+            states: self.states(self.cfg.threads)?,
+            shared: None,
+        })
+    }
+
+    /// `n` states for workers to share (see [`StatePool`]); `queued` counts the memos waiting
+    /// for a worker.
+    pub fn state_pool(
+        &self,
+        n: usize,
+        queued: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Result<Arc<StatePool>> {
+        Ok(Arc::new(StatePool {
+            inner: Mutex::new(PoolInner {
+                free: self.states(n)?,
+                takers: 0,
+            }),
+            returned: Condvar::new(),
+            queued,
+        }))
+    }
+
+    /// A worker that borrows its states from `pool` for each memo.
+    pub fn shared_worker(&self, pool: Arc<StatePool>) -> AsrWorker {
+        AsrWorker {
+            states: Vec::new(),
+            shared: Some(pool),
+        }
     }
 
     /// An initial prompt in Simplified Chinese built from domain words, as many as fit the budget.
@@ -189,53 +286,75 @@ impl AsrWorker {
         prompt: Option<&str>,
         to_original: &(dyn Fn(f64) -> f64 + Sync),
     ) -> Result<Transcript> {
-        let sr = crate::audio::SAMPLE_RATE as f64;
-        let seconds = samples.len() as f64 / sr;
-        let by_length = (seconds / asr.cfg.chunk_s).ceil().max(1.0) as usize;
-        let parallel = self
-            .states
-            .len()
-            .min((seconds / MIN_PARALLEL_CHUNK_S).floor().max(1.0) as usize);
-        let n = by_length.div_ceil(parallel) * parallel;
-        let chunks = crate::audio::split(samples, n);
-        let mut parts: Vec<Option<Result<Transcript>>> = (0..chunks.len()).map(|_| None).collect();
-        std::thread::scope(|scope| {
-            let mut handles = Vec::new();
-            for (lane, state) in self.states.iter_mut().take(parallel).enumerate() {
-                let mine: Vec<(usize, std::ops::Range<usize>)> = chunks
-                    .iter()
-                    .cloned()
-                    .enumerate()
-                    .filter(|(i, _)| i % parallel == lane)
-                    .collect();
-                handles.push(scope.spawn(move || {
-                    mine.into_iter()
-                        .map(|(i, r)| {
-                            let offset = r.start as f64 / sr;
-                            let map = |t: f64| to_original(t + offset);
-                            (i, transcribe_chunk(state, asr, &samples[r], prompt, &map))
-                        })
-                        .collect::<Vec<_>>()
-                }));
+        let seconds = samples.len() as f64 / crate::audio::SAMPLE_RATE as f64;
+        let useful = (seconds / MIN_PARALLEL_CHUNK_S).floor().max(1.0) as usize;
+        match &self.shared {
+            Some(pool) => {
+                let mut borrowed = Borrowed {
+                    pool,
+                    states: pool.take(useful),
+                };
+                transcribe_on(&mut borrowed.states, asr, samples, prompt, to_original)
             }
-            for h in handles {
-                for (i, r) in h.join().unwrap_or_default() {
-                    parts[i] = Some(r);
-                }
-            }
-        });
-        let mut out = Transcript {
-            language: "zh".into(),
-            ..Default::default()
-        };
-        for part in parts {
-            let part = part.ok_or_else(|| Error::Asr("a transcription thread failed".into()))??;
-            out.segments.extend(part.segments);
-            out.dropped.extend(part.dropped);
+            None => transcribe_on(&mut self.states, asr, samples, prompt, to_original),
         }
-        out.text = join_segments(&out.segments);
-        Ok(out)
     }
+}
+
+/// Transcribe on the given states: speech longer than `asr.chunk_s`, or long enough to share
+/// between several states, is cut at pauses and the chunks run in parallel, one thread each.
+fn transcribe_on(
+    states: &mut [WhisperState],
+    asr: &Asr,
+    samples: &[f32],
+    prompt: Option<&str>,
+    to_original: &(dyn Fn(f64) -> f64 + Sync),
+) -> Result<Transcript> {
+    let sr = crate::audio::SAMPLE_RATE as f64;
+    let seconds = samples.len() as f64 / sr;
+    let by_length = (seconds / asr.cfg.chunk_s).ceil().max(1.0) as usize;
+    let parallel = states
+        .len()
+        .min((seconds / MIN_PARALLEL_CHUNK_S).floor().max(1.0) as usize);
+    let n = by_length.div_ceil(parallel) * parallel;
+    let chunks = crate::audio::split(samples, n);
+    let mut parts: Vec<Option<Result<Transcript>>> = (0..chunks.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for (lane, state) in states.iter_mut().take(parallel).enumerate() {
+            let mine: Vec<(usize, std::ops::Range<usize>)> = chunks
+                .iter()
+                .cloned()
+                .enumerate()
+                .filter(|(i, _)| i % parallel == lane)
+                .collect();
+            handles.push(scope.spawn(move || {
+                mine.into_iter()
+                    .map(|(i, r)| {
+                        let offset = r.start as f64 / sr;
+                        let map = |t: f64| to_original(t + offset);
+                        (i, transcribe_chunk(state, asr, &samples[r], prompt, &map))
+                    })
+                    .collect::<Vec<_>>()
+            }));
+        }
+        for h in handles {
+            for (i, r) in h.join().unwrap_or_default() {
+                parts[i] = Some(r);
+            }
+        }
+    });
+    let mut out = Transcript {
+        language: "zh".into(),
+        ..Default::default()
+    };
+    for part in parts {
+        let part = part.ok_or_else(|| Error::Asr("a transcription thread failed".into()))??;
+        out.segments.extend(part.segments);
+        out.dropped.extend(part.dropped);
+    }
+    out.text = join_segments(&out.segments);
+    Ok(out)
 }
 
 /// Transcribe one chunk on one state, single-threaded.
