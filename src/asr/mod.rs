@@ -270,6 +270,12 @@ pub fn audio_ctx_for(seconds: f64, margin_frames: i32) -> i32 {
 /// Shortest chunk worth transcribing on its own thread (shorter speech runs in one piece).
 const MIN_PARALLEL_CHUNK_S: f64 = 6.0;
 
+/// How many states the speech can keep busy at once.
+fn useful_lanes(samples: &[f32]) -> usize {
+    let seconds = samples.len() as f64 / crate::audio::SAMPLE_RATE as f64;
+    (seconds / MIN_PARALLEL_CHUNK_S).floor().max(1.0) as usize
+}
+
 impl AsrWorker {
     /// Transcribe 16 kHz mono speech. `to_original` maps a time in these samples to the time in
     /// the uploaded audio (the VAD may have cut silence out).
@@ -286,13 +292,11 @@ impl AsrWorker {
         prompt: Option<&str>,
         to_original: &(dyn Fn(f64) -> f64 + Sync),
     ) -> Result<Transcript> {
-        let seconds = samples.len() as f64 / crate::audio::SAMPLE_RATE as f64;
-        let useful = (seconds / MIN_PARALLEL_CHUNK_S).floor().max(1.0) as usize;
         match &self.shared {
             Some(pool) => {
                 let mut borrowed = Borrowed {
                     pool,
-                    states: pool.take(useful),
+                    states: pool.take(useful_lanes(samples)),
                 };
                 transcribe_on(&mut borrowed.states, asr, samples, prompt, to_original)
             }
@@ -313,9 +317,7 @@ fn transcribe_on(
     let sr = crate::audio::SAMPLE_RATE as f64;
     let seconds = samples.len() as f64 / sr;
     let by_length = (seconds / asr.cfg.chunk_s).ceil().max(1.0) as usize;
-    let parallel = states
-        .len()
-        .min((seconds / MIN_PARALLEL_CHUNK_S).floor().max(1.0) as usize);
+    let parallel = states.len().min(useful_lanes(samples));
     let n = by_length.div_ceil(parallel) * parallel;
     let chunks = crate::audio::split(samples, n);
     let mut parts: Vec<Option<Result<Transcript>>> = (0..chunks.len()).map(|_| None).collect();
