@@ -45,19 +45,7 @@ async fn error_code(resp: reqwest::Response) -> (u16, String) {
 }
 
 fn wav_repeated(name: &str, times: usize) -> Vec<u8> {
-    let bytes = common::fixture_bytes(name);
-    let reader = hound::WavReader::new(std::io::Cursor::new(&bytes)).unwrap();
-    let spec = reader.spec();
-    let samples: Vec<i16> = reader.into_samples().map(|s| s.unwrap()).collect();
-    let mut out = std::io::Cursor::new(Vec::new());
-    let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
-    for _ in 0..times {
-        for &s in &samples {
-            w.write_sample(s).unwrap();
-        }
-    }
-    w.finalize().unwrap();
-    out.into_inner()
+    common::concat_wav(&vec![name; times], 0)
 }
 
 #[tokio::test]

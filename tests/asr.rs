@@ -105,26 +105,8 @@ fn parallel_chunks_keep_order_and_timeline() {
         "audio/aishell_S0764W0121.wav",
         "audio/thchs30_test.wav",
     ];
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut out = std::io::Cursor::new(Vec::new());
-    let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
-    for p in parts {
-        for s in hound::WavReader::new(std::io::Cursor::new(common::fixture_bytes(p)))
-            .unwrap()
-            .into_samples::<i16>()
-        {
-            w.write_sample(s.unwrap()).unwrap();
-        }
-        for _ in 0..16000 {
-            w.write_sample(0i16).unwrap();
-        }
-    }
-    w.finalize().unwrap();
+    // One second of silence after each clip.
+    let memo = common::concat_wav(&parts, 16000);
     let reference = format!("{}{}{}", CLIPS[2].1, CLIPS[0].1, CLIPS[2].1);
     let prompt = speech.asr().build_prompt(
         &needtag::library::Library::embedded()
@@ -132,7 +114,7 @@ fn parallel_chunks_keep_order_and_timeline() {
             .prompt_words(),
     );
     let t = speech
-        .transcribe(&mut worker, &out.into_inner(), Some(&prompt))
+        .transcribe(&mut worker, &memo, Some(&prompt))
         .unwrap();
     let c = cer(&t.transcript.text, &reference);
     assert!(c <= 0.2, "CER {c:.3}: {}", t.transcript.text);

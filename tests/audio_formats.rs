@@ -127,19 +127,7 @@ fn shared_format_corpus_decodes_or_fails_as_expected() {
 #[test]
 fn long_audio_is_rejected_or_cut_deliberately() {
     // Three copies of the 8.39 s THCHS-30 clip make 25 s.
-    let clip = common::fixture_bytes("audio/thchs30_test.wav");
-    let reader = hound::WavReader::new(std::io::Cursor::new(&clip)).unwrap();
-    let spec = reader.spec();
-    let samples: Vec<i16> = reader.into_samples().map(|s| s.unwrap()).collect();
-    let mut out = std::io::Cursor::new(Vec::new());
-    let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
-    for _ in 0..3 {
-        for &s in &samples {
-            w.write_sample(s).unwrap();
-        }
-    }
-    w.finalize().unwrap();
-    let long = out.into_inner();
+    let long = common::concat_wav(&["audio/thchs30_test.wav"; 3], 0);
 
     let reject = AudioConfig {
         max_seconds: 20.0,
