@@ -738,7 +738,8 @@ async fn a_client_that_disconnects_frees_its_queued_slot() {
     cfg.server.workers = 1;
     cfg.server.queue = 1;
     let s = Server::start(cfg, true);
-    let audio = common::fixture_bytes("audio/thchs30_test.wav");
+    // About 34 s of speech: several seconds of work for A on any machine, so B really queues.
+    let audio = wav_repeated("audio/thchs30_test.wav", 4);
     let upload = |timeout: Duration| {
         reqwest::Client::builder()
             .timeout(timeout)
@@ -768,7 +769,9 @@ async fn per_key_limit_gives_429_and_slow_requests_408() {
     cfg.server.request_timeout_s = 1;
     let s = Server::start(cfg, true);
     let c = client();
-    let audio = common::fixture_bytes("audio/thchs30_test.wav");
+    // About 34 s of speech, so the first request outlasts the 1 s limit by a wide margin even on
+    // a fast machine (an 8 s clip finished in 0.94 s on a CI runner).
+    let audio = wav_repeated("audio/thchs30_test.wav", 4);
     let req = || {
         c.post(s.url("/v1/memos"))
             .header("authorization", bearer(TAG_KEY))
