@@ -101,13 +101,19 @@ fn main() {
     }
 
     println!("cargo:rerun-if-changed=wrapper.h");
+    // needtag: the sources are vendored and patched, so a change to them must rebuild
+    println!("cargo:rerun-if-changed=whisper.cpp");
 
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let whisper_root = out.join("whisper.cpp");
 
-    if !whisper_root.exists() {
+    {
         std::fs::create_dir_all(&whisper_root).unwrap();
-        fs_extra::dir::copy("./whisper.cpp", &out, &Default::default()).unwrap_or_else(|e| {
+        let options = fs_extra::dir::CopyOptions {
+            overwrite: true,
+            ..Default::default()
+        };
+        fs_extra::dir::copy("./whisper.cpp", &out, &options).unwrap_or_else(|e| {
             panic!(
                 "Failed to copy whisper sources into {}: {}",
                 whisper_root.display(),

@@ -1973,6 +1973,17 @@ static bool whisper_encode_external(const whisper_state & wstate) {
     return use_coreml || use_openvino;
 }
 
+// needtag: ggml_conv_1d_ph with an f32 im2col and f32 kernel, so that the product is one the
+// BLAS backend takes (ggml's f16 im2col product runs as row-by-row f16 dot products).
+static struct ggml_tensor * whisper_conv_1d_ph_f32(
+        struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b, int s0, int d0) {
+    struct ggml_tensor * im2col = ggml_im2col(ctx, a, b, s0, 0, a->ne[0]/2, 0, d0, 0, false, GGML_TYPE_F32);
+    struct ggml_tensor * kernel = ggml_cast(ctx, ggml_reshape_2d(ctx, a, a->ne[0]*a->ne[1], a->ne[2]), GGML_TYPE_F32);
+    struct ggml_tensor * result = ggml_mul_mat(ctx,
+            ggml_reshape_2d(ctx, im2col, im2col->ne[0], im2col->ne[2]*im2col->ne[1]), kernel);
+    return ggml_reshape_3d(ctx, result, im2col->ne[1], a->ne[2], im2col->ne[2]);
+}
+
 static struct ggml_cgraph * whisper_build_graph_conv(
         whisper_context & wctx,
           whisper_state & wstate) {
@@ -2003,12 +2014,12 @@ static struct ggml_cgraph * whisper_build_graph_conv(
     if (!whisper_encode_external(wstate)) {
         // convolution + gelu
         {
-            cur = ggml_conv_1d_ph(ctx0, model.e_conv_1_w, mel, 1, 1);
+            cur = whisper_conv_1d_ph_f32(ctx0, model.e_conv_1_w, mel, 1, 1);
             cur = ggml_add(ctx0, cur, model.e_conv_1_b);
 
             cur = ggml_gelu(ctx0, cur);
 
-            cur = ggml_conv_1d_ph(ctx0, model.e_conv_2_w, cur, 2, 1);
+            cur = whisper_conv_1d_ph_f32(ctx0, model.e_conv_2_w, cur, 2, 1);
             cur = ggml_add(ctx0, cur, model.e_conv_2_b);
 
             cur = ggml_gelu(ctx0, cur);
@@ -2160,26 +2171,27 @@ static struct ggml_cgraph * whisper_build_graph_encoder(
 
                 cur = ggml_reshape_2d(ctx0, cur, n_state, n_ctx);
             } else {
+                // needtag: contiguous f32 K, Q and V, so that both attention products are plain
+                // batched matrix products the BLAS backend takes (a permuted f16 K fell back to
+                // row-by-row f16 dot products, a quarter of a memo's whole CPU time).
                 struct ggml_tensor * K =
-                    ggml_permute(ctx0,
-                            ggml_cast(ctx0,
+                    ggml_cont(ctx0,
+                            ggml_permute(ctx0,
                                 ggml_reshape_3d(ctx0, Kcur, n_state_head, n_head, n_ctx),
-                                wctx.itype),
-                            0, 2, 1, 3);
+                                0, 2, 1, 3));
 
                 // K * Q
-                struct ggml_tensor * KQ = ggml_mul_mat(ctx0, K, Q);
+                struct ggml_tensor * KQ = ggml_mul_mat(ctx0, K, ggml_cont(ctx0, Q));
 
                 struct ggml_tensor * KQ_soft_max = ggml_soft_max_ext(ctx0, KQ, nullptr, KQscale, 0.0f);
 
                 struct ggml_tensor * V =
-                    ggml_cast(ctx0,
+                    ggml_cont(ctx0,
                             ggml_permute(ctx0,
                                 ggml_reshape_3d(ctx0,
                                     Vcur,
                                     n_state_head, n_head, n_ctx),
-                                1, 2, 0, 3),
-                            wctx.itype);
+                                1, 2, 0, 3));
 
                 struct ggml_tensor * KQV = ggml_mul_mat(ctx0, V, KQ_soft_max);
 
@@ -2713,7 +2725,11 @@ static struct ggml_cgraph * whisper_build_graph_decoder(
                 // ------
 
                 // K * Q
-                struct ggml_tensor * KQ = ggml_mul_mat(ctx0, Kcross, Q);
+                // needtag: for a batch of tokens (the prompt), contiguous operands, so that the
+                // product goes to the BLAS backend instead of row-by-row f16 dot products.
+                struct ggml_tensor * KQ = n_tokens >= 32
+                    ? ggml_mul_mat(ctx0, ggml_cont(ctx0, Kcross), ggml_cont(ctx0, Q))
+                    : ggml_mul_mat(ctx0, Kcross, Q);
 
                 struct ggml_tensor * KQ_soft_max = ggml_soft_max_ext(ctx0, KQ, nullptr, KQscale, 0.0f);
 
