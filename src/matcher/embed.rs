@@ -1,5 +1,5 @@
 //! Sentence embeddings through ONNX Runtime: Universal Sentence Encoder multilingual (CNN, int8),
-//! tokenised in Rust with the SentencePiece model rebuilt as a `tokenizers` JSON. Vectors are
+//! tokenised in Rust ([`super::pieces`]) with the SentencePiece model rebuilt as JSON. Vectors are
 //! L2-normalised, so a dot product is the cosine.
 
 use std::path::Path;
@@ -9,6 +9,8 @@ use ort::value::Tensor;
 use crate::error::{Error, Result};
 use crate::onnx::SessionPool;
 
+use super::pieces::Pieces;
+
 pub const DIM: usize = 512;
 const BOS: i32 = 1;
 const EOS: i32 = 2;
@@ -17,7 +19,7 @@ const MAX_TOKENS: usize = 256;
 
 pub struct Embedder {
     pool: SessionPool,
-    tokenizer: tokenizers::Tokenizer,
+    tokenizer: Pieces,
     name: String,
 }
 
@@ -28,12 +30,7 @@ impl Embedder {
         threads: usize,
         sessions: usize,
     ) -> Result<Embedder> {
-        let tok = tokenizers::Tokenizer::from_file(tokenizer).map_err(|e| {
-            Error::ModelUnavailable(format!(
-                "embedding tokenizer {}: {e}; run `python3 models/prepare.py` (or .ci/setup)",
-                tokenizer.display()
-            ))
-        })?;
+        let tok = Pieces::from_file(tokenizer)?;
         let pool = SessionPool::load(model, sessions, threads)?;
         let name = model
             .file_name()
@@ -56,15 +53,17 @@ impl Embedder {
             return Ok(Vec::new());
         }
         let err = |e: &dyn std::fmt::Display| Error::Embedding(e.to_string());
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), false)
-            .map_err(|e| err(&e))?;
         let mut ids: Vec<i32> = Vec::new();
         let mut splits: Vec<i64> = vec![0];
-        for enc in &encodings {
+        for text in texts {
             ids.push(BOS);
-            ids.extend(enc.get_ids().iter().take(MAX_TOKENS).map(|&i| i as i32));
+            ids.extend(
+                self.tokenizer
+                    .encode(text)
+                    .into_iter()
+                    .take(MAX_TOKENS)
+                    .map(|i| i as i32),
+            );
             ids.push(EOS);
             splits.push(ids.len() as i64);
         }

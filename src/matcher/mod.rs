@@ -8,6 +8,7 @@
 pub mod embed;
 pub mod homophone;
 pub mod index;
+pub mod pieces;
 pub mod semantic;
 
 use std::collections::HashMap;
