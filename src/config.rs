@@ -167,6 +167,10 @@ pub struct MatcherConfig {
     pub semantic: bool,
     /// ONNX Runtime intra-op threads for the embedding model.
     pub embedding_threads: usize,
+    /// Loaded copies of the embedding model: texts are embedded concurrently up to this many at
+    /// a time. Each copy holds its own weights (about 60 MB); on two cores one copy tags as many
+    /// texts per second as two (measured with benches/load/run.sh).
+    pub embedding_sessions: usize,
 }
 
 impl Default for MatcherConfig {
@@ -174,6 +178,7 @@ impl Default for MatcherConfig {
         Self {
             semantic: true,
             embedding_threads: 1,
+            embedding_sessions: 1,
         }
     }
 }

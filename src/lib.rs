@@ -21,4 +21,27 @@ pub mod text;
 pub mod zh;
 
 pub use config::Config;
+
+/// Keep glibc's allocator to `n` arenas. By default it adds one per thread that allocates, up to
+/// eight per core, and each keeps the memory its thread freed: with tokio's and whisper's threads
+/// that held about 50 MB more at peak under load. Call before any thread starts.
+pub fn limit_allocator_arenas(n: i32) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, n);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = n;
+}
+
+/// Give memory the allocator holds free back to the system (after loading models, whose
+/// temporary buffers would otherwise stay resident).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 pub use error::{Error, Result};

@@ -4,5 +4,6 @@ mod cli;
 mod report;
 
 fn main() -> std::process::ExitCode {
+    needtag::limit_allocator_arenas(2);
     cli::run()
 }

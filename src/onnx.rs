@@ -61,11 +61,19 @@ impl SessionPool {
         };
         let mut sessions = Vec::with_capacity(size.max(1));
         for _ in 0..size.max(1) {
+            // No arena: what a run allocates goes back to the process allocator, where whisper's
+            // buffers can reuse it, instead of staying reserved for the next text.
             let session = Session::builder(env)
                 .map_err(|e| bad(&e))?
                 .with_intra_threads(threads.max(1))
                 .map_err(|e| bad(&e))?
                 .with_inter_threads(1)
+                .map_err(|e| bad(&e))?
+                .with_execution_providers([ort::ep::CPU::default()
+                    .with_arena_allocator(false)
+                    .build()])
+                .map_err(|e| bad(&e))?
+                .with_memory_pattern(false)
                 .map_err(|e| bad(&e))?
                 .commit_from_file(model)
                 .map_err(|e| bad(&e))?;

@@ -184,7 +184,7 @@ impl Engine {
                 &cfg.models.path(&cfg.models.embedding),
                 &cfg.models.path(&cfg.models.tokenizer),
                 cfg.matcher.embedding_threads,
-                2, // sessions: enough for concurrent text tagging on two cores
+                cfg.matcher.embedding_sessions,
             )?))
         } else {
             None
@@ -199,6 +199,7 @@ impl Engine {
             None => Library::embedded()?,
         };
         let loaded = Self::compile(library, embedder.clone(), speech.as_ref(), cfg)?;
+        crate::release_free_memory();
         Ok(Engine {
             cfg: cfg.clone(),
             embedder,
@@ -289,6 +290,7 @@ impl Engine {
             &self.cfg,
         )?;
         self.current.store(Arc::new(loaded));
+        crate::release_free_memory();
         Ok(out)
     }
 
