@@ -136,6 +136,10 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also tag each transcript and its reference text, and report how far the needs and
+        /// actions found in the transcript agree with those found in the reference (micro-F1).
+        #[arg(long)]
+        tags: bool,
     },
 }
 
@@ -430,11 +434,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             no_prompt,
             no_vad,
             json,
+            tags,
         } => {
             let mut cfg = config(&cli.global)?;
             cfg.asr.domain_prompt = !no_prompt;
             cfg.audio.vad = !no_vad;
-            asr_eval(&cfg, &dir, json)
+            asr_eval(&cfg, &dir, json, tags)
         }
     }
 }
@@ -509,8 +514,28 @@ fn references(dir: &std::path::Path) -> Result<Vec<(PathBuf, String)>> {
     Ok(out)
 }
 
-fn asr_eval(cfg: &Config, dir: &std::path::Path, json: bool) -> Result<ExitCode> {
+/// Need and action ids a text is tagged with.
+fn tag_ids(engine: &Engine, text: &str) -> Result<std::collections::BTreeSet<String>> {
+    if text.trim().is_empty() {
+        return Ok(Default::default());
+    }
+    let r = engine.tag_text(text, None, true)?;
+    Ok(r.tags
+        .needs
+        .iter()
+        .map(|n| n.id.clone())
+        .chain(r.tags.actions.iter().map(|a| a.id.clone()))
+        .collect())
+}
+
+fn asr_eval(cfg: &Config, dir: &std::path::Path, json: bool, tags: bool) -> Result<ExitCode> {
     let refs = references(dir)?;
+    let engine = if tags {
+        Some(Engine::load(cfg, false)?)
+    } else {
+        None
+    };
+    let (mut agree, mut hyp_n, mut ref_n) = (0usize, 0usize, 0usize);
     let speech = Speech::load(cfg)?;
     let mut worker = speech.worker()?;
     let prompt = cfg
@@ -533,8 +558,18 @@ fn asr_eval(cfg: &Config, dir: &std::path::Path, json: bool) -> Result<ExitCode>
                         t.timings.total_ms, t.duration_s, t.transcript.text
                     );
                 }
-                rows.push(serde_json::json!({"file": name, "cer": cer, "ms": t.timings.total_ms, "asr_ms": t.timings.asr_ms,
-                    "seconds": t.duration_s, "text": t.transcript.text, "reference": reference}));
+                let mut row = serde_json::json!({"file": name, "cer": cer, "ms": t.timings.total_ms, "asr_ms": t.timings.asr_ms,
+                    "seconds": t.duration_s, "text": t.transcript.text, "reference": reference});
+                if let Some(engine) = &engine {
+                    let hyp = tag_ids(engine, &t.transcript.text)?;
+                    let want = tag_ids(engine, reference)?;
+                    agree += hyp.intersection(&want).count();
+                    hyp_n += hyp.len();
+                    ref_n += want.len();
+                    row["tags"] = serde_json::json!(hyp);
+                    row["reference_tags"] = serde_json::json!(want);
+                }
+                rows.push(row);
             }
             Err(e) => {
                 if !json {
@@ -548,15 +583,31 @@ fn asr_eval(cfg: &Config, dir: &std::path::Path, json: bool) -> Result<ExitCode>
     let mean = cers.iter().sum::<f64>() / cers.len().max(1) as f64;
     let ms: f64 = rows.iter().filter_map(|r| r["ms"].as_f64()).sum();
     let audio: f64 = rows.iter().filter_map(|r| r["seconds"].as_f64()).sum();
+    let agreement = engine.is_some().then(|| {
+        let p = agree as f64 / hyp_n.max(1) as f64;
+        let r = agree as f64 / ref_n.max(1) as f64;
+        let f1 = if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 };
+        serde_json::json!({"precision": p, "recall": r, "f1": f1, "reference_tags": ref_n})
+    });
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(
                 &serde_json::json!({"clips": rows, "mean_cer": mean, "total_ms": ms,
-            "audio_seconds": audio, "prompt": cfg.asr.domain_prompt, "model": speech.asr().model_name()})
+            "audio_seconds": audio, "prompt": cfg.asr.domain_prompt, "model": speech.asr().model_name(),
+            "tag_agreement": agreement})
             )?
         );
     } else {
+        if let Some(a) = &agreement {
+            println!(
+                "tags from transcripts vs tags from references: P {:.3} R {:.3} F1 {:.3} over {} reference tags",
+                a["precision"].as_f64().unwrap_or(0.0),
+                a["recall"].as_f64().unwrap_or(0.0),
+                a["f1"].as_f64().unwrap_or(0.0),
+                ref_n
+            );
+        }
         println!(
             "mean CER {mean:.4} over {} clips; {:.1} s of audio in {:.1} s ({}; prompt {})",
             cers.len(),
