@@ -586,7 +586,11 @@ fn asr_eval(cfg: &Config, dir: &std::path::Path, json: bool, tags: bool) -> Resu
     let agreement = engine.is_some().then(|| {
         let p = agree as f64 / hyp_n.max(1) as f64;
         let r = agree as f64 / ref_n.max(1) as f64;
-        let f1 = if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 };
+        let f1 = if p + r > 0.0 {
+            2.0 * p * r / (p + r)
+        } else {
+            0.0
+        };
         serde_json::json!({"precision": p, "recall": r, "f1": f1, "reference_tags": ref_n})
     });
     if json {

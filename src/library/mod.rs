@@ -382,16 +382,7 @@ impl Validator {
                 let raw = raw.into_inner();
                 let id = raw.id.get_ref().clone();
                 let field = Some(format!("pack.{id}"));
-                if !is_id(&id) {
-                    self.problem(
-                        p,
-                        t,
-                        Some(raw.id.span()),
-                        field.clone(),
-                        format!("id {id:?} is not lower snake case"),
-                    );
-                }
-                self.unique_id(&mut ids, &id, p, t, raw.id.span());
+                self.check_id(&mut ids, &id, field.clone(), p, t, raw.id.span());
                 if !PACK_KINDS.contains(&raw.kind.get_ref().as_str()) {
                     self.problem(
                         p,
@@ -441,16 +432,7 @@ impl Validator {
                 let raw = raw.into_inner();
                 let id = raw.id.get_ref().clone();
                 let field = |f: &str| Some(format!("need.{id}.{f}"));
-                if !is_id(&id) {
-                    self.problem(
-                        p,
-                        t,
-                        Some(raw.id.span()),
-                        field("id"),
-                        format!("id {id:?} is not lower snake case"),
-                    );
-                }
-                self.unique_id(&mut ids, &id, p, t, raw.id.span());
+                self.check_id(&mut ids, &id, field("id"), p, t, raw.id.span());
                 if !DOMAINS.contains(&raw.domain.get_ref().as_str()) {
                     self.problem(
                         p,
@@ -611,16 +593,7 @@ impl Validator {
                     let raw = raw.into_inner();
                     let id = raw.id.get_ref().clone();
                     let field = |f: &str| Some(format!("action.{id}.{f}"));
-                    if !is_id(&id) {
-                        self.problem(
-                            p,
-                            t,
-                            Some(raw.id.span()),
-                            field("id"),
-                            format!("id {id:?} is not lower snake case"),
-                        );
-                    }
-                    self.unique_id(&mut ids, &id, p, t, raw.id.span());
+                    self.check_id(&mut ids, &id, field("id"), p, t, raw.id.span());
                     let tier = match raw.tier.get_ref().as_str() {
                         "high" => Tier::High,
                         "standard" => Tier::Standard,
@@ -739,14 +712,25 @@ impl Validator {
         })
     }
 
-    fn unique_id(
+    /// An id must be lower snake case and defined once across needs, packs and actions.
+    fn check_id(
         &mut self,
         ids: &mut HashMap<String, String>,
         id: &str,
+        field: Option<String>,
         file: &str,
         text: &str,
         span: std::ops::Range<usize>,
     ) {
+        if !is_id(id) {
+            self.problem(
+                file,
+                text,
+                Some(span.clone()),
+                field,
+                format!("id {id:?} is not lower snake case"),
+            );
+        }
         let here = format!(
             "{file}:{}",
             text[..span.start.min(text.len())].matches('\n').count() + 1

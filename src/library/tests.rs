@@ -163,6 +163,27 @@ packs = ["analgesia_comparison"]
 }
 
 #[test]
+fn ids_must_be_lower_snake_case_in_every_kind_of_entry() {
+    let needs = "[[need]]\nid = \"Pain-Mgmt\"\nname = \"x\"\ndomain = \"general\"\nkeywords = [\"全新词三\"]\nexamples = [\"例句\"]\npacks = [\"analgesia_comparison\"]\n";
+    let packs = "[[pack]]\nid = \"9pack\"\ntitle = \"x\"\nkind = \"checklist\"\nlink = \"x\"\ndescription = \"x\"\n";
+    let files = with_file(default_files(), "needs/zz.toml", needs);
+    let p = problems(with_file(files, "packs/zz.toml", packs));
+    let bad: Vec<_> = p
+        .iter()
+        .filter(|x| x.message.contains("is not lower snake case"))
+        .map(|x| (x.file.as_str(), x.line, x.field.as_deref()))
+        .collect();
+    assert!(
+        bad.contains(&("needs/zz.toml", Some(2), Some("need.Pain-Mgmt.id"))),
+        "{p:#?}"
+    );
+    assert!(
+        bad.contains(&("packs/zz.toml", Some(2), Some("pack.9pack"))),
+        "{p:#?}"
+    );
+}
+
+#[test]
 fn syntax_errors_and_bad_patterns_are_located() {
     let p = problems(with_file(
         default_files(),
