@@ -179,13 +179,7 @@ impl Engine {
     /// Load the library and the text models; with `speech`, also whisper and the VAD.
     pub fn load(cfg: &Config, speech: bool) -> Result<Engine> {
         let embedder = if cfg.matcher.semantic {
-            crate::onnx::init(&cfg.models.path(&cfg.models.onnxruntime))?;
-            Some(Arc::new(Embedder::load(
-                &cfg.models.path(&cfg.models.embedding),
-                &cfg.models.path(&cfg.models.tokenizer),
-                cfg.matcher.embedding_threads,
-                cfg.matcher.embedding_sessions,
-            )?))
+            Some(Arc::new(Embedder::from_config(cfg)?))
         } else {
             None
         };

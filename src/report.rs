@@ -18,13 +18,7 @@ fn matcher(cfg: &Config, dir: Option<&Path>, semantic: bool) -> Result<Matcher> 
         None => Library::embedded()?,
     };
     let embedder = if semantic {
-        needtag::onnx::init(&cfg.models.path(&cfg.models.onnxruntime))?;
-        Some(Arc::new(Embedder::load(
-            &cfg.models.path(&cfg.models.embedding),
-            &cfg.models.path(&cfg.models.tokenizer),
-            cfg.matcher.embedding_threads,
-            1,
-        )?))
+        Some(Arc::new(Embedder::from_config(cfg)?))
     } else {
         None
     };

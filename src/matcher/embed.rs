@@ -43,6 +43,17 @@ impl Embedder {
         })
     }
 
+    /// The embedding model and tokenizer named in the configuration, with ONNX Runtime loaded.
+    pub fn from_config(cfg: &crate::Config) -> Result<Embedder> {
+        crate::onnx::init(&cfg.models.path(&cfg.models.onnxruntime))?;
+        Embedder::load(
+            &cfg.models.path(&cfg.models.embedding),
+            &cfg.models.path(&cfg.models.tokenizer),
+            cfg.matcher.embedding_threads,
+            cfg.matcher.embedding_sessions,
+        )
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
