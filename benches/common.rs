@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+#[path = "../tests/common/wav.rs"]
+mod wav;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -43,26 +46,8 @@ pub fn memo_30s() -> (Vec<u8>, &'static str) {
             "bundled clips",
         )
     };
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut out = std::io::Cursor::new(Vec::new());
-    let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
-    for f in files {
-        let r = hound::WavReader::open(&f).unwrap();
-        assert_eq!(r.spec().sample_rate, 16000);
-        for s in r.into_samples::<i16>() {
-            w.write_sample(s.unwrap()).unwrap();
-        }
-        for _ in 0..8000 {
-            w.write_sample(0i16).unwrap();
-        }
-    }
-    w.finalize().unwrap();
-    (out.into_inner(), source)
+    // Half a second of silence between the memos.
+    (wav::join_wav_files(&files, 8000), source)
 }
 
 /// Memo texts of the development set.

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod server;
+pub mod wav;
 
 use std::path::{Path, PathBuf};
 
@@ -61,25 +62,6 @@ pub fn read_tsv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
 /// Fixture WAVs (all 16-bit PCM with the same format) joined into one WAV, with `gap_samples` of
 /// silence after each part.
 pub fn concat_wav(parts: &[&str], gap_samples: usize) -> Vec<u8> {
-    let read = |part: &str| {
-        let reader = hound::WavReader::new(std::io::Cursor::new(fixture_bytes(part))).unwrap();
-        let spec = reader.spec();
-        let samples: Vec<i16> = reader.into_samples().map(|s| s.unwrap()).collect();
-        (spec, samples)
-    };
-    let decoded: Vec<_> = parts.iter().map(|p| read(p)).collect();
-    let spec = decoded[0].0;
-    let mut out = std::io::Cursor::new(Vec::new());
-    let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
-    for (part, (part_spec, samples)) in parts.iter().zip(decoded) {
-        assert_eq!(part_spec, spec, "{part} has another format");
-        for s in samples {
-            w.write_sample(s).unwrap();
-        }
-        for _ in 0..gap_samples * spec.channels as usize {
-            w.write_sample(0i16).unwrap();
-        }
-    }
-    w.finalize().unwrap();
-    out.into_inner()
+    let paths: Vec<PathBuf> = parts.iter().map(|p| fixture(p)).collect();
+    wav::join_wav_files(&paths, gap_samples)
 }
