@@ -12,15 +12,19 @@ use needtag::library::Library;
 use needtag::matcher::{Embedder, Matcher};
 use needtag::Config;
 
-fn matcher(cfg: &Config, dir: Option<&Path>, semantic: bool) -> Result<Matcher> {
-    let lib = match dir {
-        Some(d) => Library::load(d)?,
-        None => Library::embedded()?,
-    };
-    let embedder = if semantic {
+/// The sentence encoder when `semantic`, loaded once and shared by every library compared.
+fn embedder(cfg: &Config, semantic: bool) -> Result<Option<Arc<Embedder>>> {
+    Ok(if semantic {
         Some(Arc::new(Embedder::from_config(cfg)?))
     } else {
         None
+    })
+}
+
+fn matcher(dir: Option<&Path>, embedder: Option<Arc<Embedder>>) -> Result<Matcher> {
+    let lib = match dir {
+        Some(d) => Library::load(d)?,
+        None => Library::embedded()?,
     };
     Ok(Matcher::build(Arc::new(lib), embedder)?)
 }
@@ -59,7 +63,8 @@ pub fn eval(
     features: Option<&Path>,
 ) -> Result<ExitCode> {
     let memos = load(files)?;
-    let base = matcher(cfg, cfg.library.as_deref(), semantic)?;
+    let embedder = embedder(cfg, semantic)?;
+    let base = matcher(cfg.library.as_deref(), embedder.clone())?;
     if let Some(out) = features {
         let rows = eval::features(&base, &memos, semantic)?;
         let mut text = String::new();
@@ -73,7 +78,7 @@ pub fn eval(
     let report = eval::report(&base, &memos, &preds, semantic);
     let comparison = match compare {
         Some(dir) => {
-            let other = matcher(cfg, Some(dir), semantic)?;
+            let other = matcher(Some(dir), embedder.clone())?;
             let other_preds = run(&other, &memos, semantic, "comparing")?;
             let other_report = eval::report(&other, &memos, &other_preds, semantic);
             Some((
@@ -139,7 +144,7 @@ pub fn fit(cfg: &Config, files: &[PathBuf]) -> Result<ExitCode> {
     let mut out = String::from("[scoring]\n");
     let mut thresholds = Vec::new();
     for (mode, semantic) in [("hybrid", true), ("keyword", false)] {
-        let m = matcher(cfg, cfg.library.as_deref(), semantic)?;
+        let m = matcher(cfg.library.as_deref(), embedder(cfg, semantic)?)?;
         let rows = eval::features(&m, &memos, semantic)?;
         let (w, th) = eval::fit_weights(&rows, semantic);
         out.push_str(&format!(
