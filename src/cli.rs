@@ -535,7 +535,8 @@ fn asr_eval(cfg: &Config, dir: &std::path::Path, json: bool, tags: bool) -> Resu
     } else {
         None
     };
-    let (mut agree, mut hyp_n, mut ref_n) = (0usize, 0usize, 0usize);
+    // Tags of each transcript scored against the tags of its reference text.
+    let mut tag_counts = needtag::eval::Counts::default();
     let speech = Speech::load(cfg)?;
     let mut worker = speech.worker()?;
     let prompt = cfg
@@ -563,9 +564,10 @@ fn asr_eval(cfg: &Config, dir: &std::path::Path, json: bool, tags: bool) -> Resu
                 if let Some(engine) = &engine {
                     let hyp = tag_ids(engine, &t.transcript.text)?;
                     let want = tag_ids(engine, reference)?;
-                    agree += hyp.intersection(&want).count();
-                    hyp_n += hyp.len();
-                    ref_n += want.len();
+                    let agree = hyp.intersection(&want).count();
+                    tag_counts.tp += agree;
+                    tag_counts.fp += hyp.len() - agree;
+                    tag_counts.fn_ += want.len() - agree;
                     row["tags"] = serde_json::json!(hyp);
                     row["reference_tags"] = serde_json::json!(want);
                 }
@@ -583,15 +585,10 @@ fn asr_eval(cfg: &Config, dir: &std::path::Path, json: bool, tags: bool) -> Resu
     let mean = cers.iter().sum::<f64>() / cers.len().max(1) as f64;
     let ms: f64 = rows.iter().filter_map(|r| r["ms"].as_f64()).sum();
     let audio: f64 = rows.iter().filter_map(|r| r["seconds"].as_f64()).sum();
+    let reference_tags = tag_counts.tp + tag_counts.fn_;
     let agreement = engine.is_some().then(|| {
-        let p = agree as f64 / hyp_n.max(1) as f64;
-        let r = agree as f64 / ref_n.max(1) as f64;
-        let f1 = if p + r > 0.0 {
-            2.0 * p * r / (p + r)
-        } else {
-            0.0
-        };
-        serde_json::json!({"precision": p, "recall": r, "f1": f1, "reference_tags": ref_n})
+        serde_json::json!({"precision": tag_counts.precision(), "recall": tag_counts.recall(),
+            "f1": tag_counts.f1(), "reference_tags": reference_tags})
     });
     if json {
         println!(
@@ -609,7 +606,7 @@ fn asr_eval(cfg: &Config, dir: &std::path::Path, json: bool, tags: bool) -> Resu
                 a["precision"].as_f64().unwrap_or(0.0),
                 a["recall"].as_f64().unwrap_or(0.0),
                 a["f1"].as_f64().unwrap_or(0.0),
-                ref_n
+                reference_tags
             );
         }
         println!(

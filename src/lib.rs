@@ -21,6 +21,7 @@ pub mod text;
 pub mod zh;
 
 pub use config::Config;
+pub use error::{Error, Result};
 
 /// Keep glibc's allocator to `n` arenas. By default it adds one per thread that allocates, up to
 /// eight per core, and each keeps the memory its thread freed: with tokio's and whisper's threads
@@ -44,4 +45,3 @@ pub fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
-pub use error::{Error, Result};
