@@ -103,7 +103,13 @@ impl Mp4 {
             } else {
                 &buf[(pos + header as usize).min(end)..end]
             };
-            self.one(kind, payload, depth)?;
+            if parent == Some(b"ilst") {
+                // A metadata item (©nam, trkn, ----, …) of any name: its payload is boxes
+                // (data, mean, name) that symphonia reads into buffers of their stated size.
+                self.boxes(payload, depth + 1, Some(kind))?;
+            } else {
+                self.one(kind, payload, depth)?;
+            }
             if size == 0 {
                 break;
             }
@@ -732,6 +738,26 @@ mod tests {
         let mut nested = mp4_box(b"trak", &[]);
         nested[0..4].copy_from_slice(&1000u32.to_be_bytes());
         assert!(check_mp4(&mp4_box(b"moov", &nested)).is_err());
+    }
+
+    #[test]
+    fn mp4_metadata_items_are_walked_too() {
+        // moov/udta/meta/ilst/©nam/data, the data box claiming 3 GB (found by the fuzz test:
+        // symphonia allocated the claimed size and the process aborted).
+        let mut data = mp4_box(b"data", &[0, 0, 0, 1, 0, 0, 0, 0, b'x']);
+        data[0..4].copy_from_slice(&0xC000_001Du32.to_be_bytes());
+        let item = mp4_box(b"\xa9nam", &data);
+        let mut meta = vec![0u8; 4];
+        meta.extend(mp4_box(b"ilst", &item));
+        let file = mp4_box(b"moov", &mp4_box(b"udta", &mp4_box(b"meta", &meta)));
+        assert!(check_mp4(&file).unwrap_err().contains("data"));
+
+        // The same item with an honest size passes.
+        let data = mp4_box(b"data", &[0, 0, 0, 1, 0, 0, 0, 0, b'x']);
+        let mut meta = vec![0u8; 4];
+        meta.extend(mp4_box(b"ilst", &mp4_box(b"\xa9nam", &data)));
+        let file = mp4_box(b"moov", &mp4_box(b"udta", &mp4_box(b"meta", &meta)));
+        assert_eq!(check_mp4(&file), Ok(()));
     }
 
     #[test]
