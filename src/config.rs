@@ -138,6 +138,10 @@ pub struct AsrConfig {
     pub flash_attn: bool,
     /// Segments whose no-speech probability exceeds this (with low confidence) are dropped.
     pub no_speech_threshold: f32,
+    /// A prompted transcript with fewer content characters than this per second of speech
+    /// (chunks of 3 s or more) has skipped speech: it is decoded again without the prompt and
+    /// the fuller text kept. 0 turns the check off.
+    pub min_chars_per_s: f64,
 }
 
 impl Default for AsrConfig {
@@ -156,6 +160,7 @@ impl Default for AsrConfig {
             chunk_s: 30.0,
             flash_attn: false,
             no_speech_threshold: 0.6,
+            min_chars_per_s: 2.5,
         }
     }
 }

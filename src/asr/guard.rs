@@ -76,6 +76,22 @@ pub fn judge(
     Verdict::Keep
 }
 
+/// Speech shorter than this is not judged for sparseness: a short clip can hold one word.
+const SPARSE_MIN_SPEECH_S: f64 = 3.0;
+
+/// True when a transcript is too sparse for the speech it came from: some text, but fewer than
+/// `min_chars_per_s` content characters per second of speech. Mandarin runs at 3.5–6 characters
+/// a second even when spoken slowly; whisper with a prompt sometimes jumps over a stretch of
+/// speech and writes a short summary of the rest, which shows up as text this sparse. An empty
+/// transcript is not sparse: it is whisper saying there was no speech, which stands.
+pub fn sparse(text: &str, speech_s: f64, min_chars_per_s: f64) -> bool {
+    if min_chars_per_s <= 0.0 || speech_s < SPARSE_MIN_SPEECH_S {
+        return false;
+    }
+    let chars = squash(text).chars().count();
+    chars > 0 && (chars as f64) < min_chars_per_s * speech_s
+}
+
 /// Collapse a unit repeated back to back into one copy: "说一句话，说一句话，说一句话，说一句话，"
 /// becomes "说一句话，". Natural repetition ("对对对", "好的好的") is left alone: a unit of one
 /// character must repeat 5 times, longer units 4 times.
@@ -114,6 +130,24 @@ pub fn collapse_repetitions(text: &str) -> (String, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sparse_text_is_told_from_short_speech_and_silence() {
+        // 12 s of meeting speech written as 20 characters: a skipped stretch.
+        assert!(sparse("首先,我们上场上门年月,先歌舞会报一下,就是夜级。", 12.2, 2.5));
+        // The same speech transcribed in full.
+        assert!(!sparse(
+            "首先说一下这个经历说完了这个小朋友们现在说一下咱们的上卡问题首先咱们商场上半年这个先各五会报一下就是夜级",
+            12.2,
+            2.5
+        ));
+        // Punctuation does not count as content.
+        assert!(sparse("好。。。。。。。。。。。。。。。。。。。。。。。。。。。。", 10.0, 2.5));
+        // Too short to judge, nothing written, or the check switched off.
+        assert!(!sparse("好", 2.0, 2.5));
+        assert!(!sparse("", 12.0, 2.5));
+        assert!(!sparse("首先", 12.0, 0.0));
+    }
 
     #[test]
     fn known_subtitle_credits_are_dropped() {

@@ -359,8 +359,44 @@ fn transcribe_on(
     Ok(out)
 }
 
-/// Transcribe one chunk on one state, single-threaded.
+/// Transcribe one chunk on one state, single-threaded. A prompted transcript too sparse for its
+/// speech (see [`guard::sparse`]) is decoded again without the prompt, and the fuller of the two
+/// is kept; the other is listed in `dropped`, so nothing disappears without a trace.
 fn transcribe_chunk(
+    state: &mut WhisperState,
+    asr: &Asr,
+    samples: &[f32],
+    prompt: Option<&str>,
+    to_original: &dyn Fn(f64) -> f64,
+) -> Result<Transcript> {
+    let first = decode_chunk(state, asr, samples, prompt, to_original)?;
+    let seconds = samples.len() as f64 / crate::audio::SAMPLE_RATE as f64;
+    if prompt.is_none() || !guard::sparse(&first.text, seconds, asr.cfg.min_chars_per_s) {
+        return Ok(first);
+    }
+    let plain = decode_chunk(state, asr, samples, None, to_original)?;
+    let content = |t: &Transcript| guard::squash(&t.text).chars().count();
+    tracing::debug!(
+        prompted = content(&first),
+        plain = content(&plain),
+        seconds,
+        "prompted transcript was sparse; decoded again without the prompt"
+    );
+    let (mut kept, other, reason) = if content(&plain) > content(&first) {
+        (plain, first, "sparse_with_prompt")
+    } else {
+        (first, plain, "sparser_without_prompt")
+    };
+    kept.dropped.extend(other.dropped);
+    kept.dropped.push(Dropped {
+        text: other.text,
+        reason,
+    });
+    Ok(kept)
+}
+
+/// One whisper pass over a chunk, with the segment guards applied.
+fn decode_chunk(
     state: &mut WhisperState,
     asr: &Asr,
     samples: &[f32],
