@@ -134,7 +134,11 @@ mod tests {
     #[test]
     fn sparse_text_is_told_from_short_speech_and_silence() {
         // 12 s of meeting speech written as 20 characters: a skipped stretch.
-        assert!(sparse("首先,我们上场上门年月,先歌舞会报一下,就是夜级。", 12.2, 2.5));
+        assert!(sparse(
+            "首先,我们上场上门年月,先歌舞会报一下,就是夜级。",
+            12.2,
+            2.5
+        ));
         // The same speech transcribed in full.
         assert!(!sparse(
             "首先说一下这个经历说完了这个小朋友们现在说一下咱们的上卡问题首先咱们商场上半年这个先各五会报一下就是夜级",
@@ -142,7 +146,11 @@ mod tests {
             2.5
         ));
         // Punctuation does not count as content.
-        assert!(sparse("好。。。。。。。。。。。。。。。。。。。。。。。。。。。。", 10.0, 2.5));
+        assert!(sparse(
+            "好。。。。。。。。。。。。。。。。。。。。。。。。。。。。",
+            10.0,
+            2.5
+        ));
         // Too short to judge, nothing written, or the check switched off.
         assert!(!sparse("好", 2.0, 2.5));
         assert!(!sparse("", 12.0, 2.5));
