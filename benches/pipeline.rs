@@ -23,7 +23,7 @@ fn pipeline(c: &mut Criterion) {
     let engine = Engine::load(&cfg, true).unwrap();
     let speech = engine.speech().unwrap();
     let mut worker = speech.worker().unwrap();
-    let prompt = engine.current().prompt.clone();
+    let prompt = engine.current().prompts.get(None).map(String::from);
     let mut g = c.benchmark_group("memo_30s");
     g.sample_size(10);
     g.bench_function("transcribe", |b| {

@@ -53,6 +53,9 @@ enum Command {
         /// Do not gate with voice-activity detection.
         #[arg(long)]
         no_vad: bool,
+        /// The rep's industry, one of the library's domains: whisper is prompted with its words.
+        #[arg(long)]
+        domain: Option<String>,
     },
     /// Tag a text: needs, actions, next steps, contacts, vague flag (JSON). Reads stdin without --text.
     Tag {
@@ -77,6 +80,9 @@ enum Command {
         rep_id: Option<String>,
         #[arg(long)]
         customer_id: Option<String>,
+        /// The rep's industry, one of the library's domains: whisper is prompted with its words.
+        #[arg(long)]
+        domain: Option<String>,
     },
     /// Evaluate the library on labeled memos (JSONL): precision, recall and F1 per need and action.
     Eval {
@@ -140,6 +146,10 @@ enum Command {
         /// actions found in the transcript agree with those found in the reference (micro-F1).
         #[arg(long)]
         tags: bool,
+        /// Give whisper each recording's domain (the `domain` column of scripts.tsv or
+        /// manifest.tsv), as a caller that knows its rep's industry would.
+        #[arg(long)]
+        by_domain: bool,
     },
 }
 
@@ -149,6 +159,14 @@ enum LibraryCommand {
     Check { dir: Option<PathBuf> },
     /// Summarise a library: version, counts per domain.
     Show { dir: Option<PathBuf> },
+    /// Print the prompt whisper is given for a library: the configured head, the library's
+    /// words (with `--domain`, that domain's and the general ones) as far as
+    /// `asr.prompt_tokens` allows, and the tail.
+    Prompt {
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        domain: Option<String>,
+    },
 }
 
 pub fn run() -> ExitCode {
@@ -210,17 +228,28 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             file,
             no_prompt,
             no_vad,
+            domain,
         } => {
             let mut cfg = config(&cli.global)?;
             cfg.asr.domain_prompt = !no_prompt;
             cfg.audio.vad = !no_vad;
+            let domain = domain.or_else(|| cfg.asr.default_domain.clone());
+            if let Some(d) = &domain {
+                needtag::library::check_domain(d)?;
+            }
             let bytes = read_file(&file)?;
             let speech = Speech::load(&cfg)?;
             let mut worker = speech.worker()?;
             let prompt = cfg
                 .asr
                 .domain_prompt
-                .then(|| speech.asr().build_prompt(&[]));
+                .then(|| library(&cfg))
+                .transpose()?
+                .map(|lib| {
+                    speech
+                        .asr()
+                        .build_prompt(&lib.prompt_words(domain.as_deref()))
+                });
             let out = speech.transcribe(&mut worker, &bytes, prompt.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
@@ -265,6 +294,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             recorded_at,
             rep_id,
             customer_id,
+            domain,
         } => {
             let cfg = config(&cli.global)?;
             let bytes = read_file(&file)?;
@@ -274,6 +304,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 rep_id,
                 customer_id,
                 recorded_at: parse_time(recorded_at.as_deref())?,
+                domain,
             };
             let out = engine.process_memo(&mut worker, &bytes, meta)?;
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -371,6 +402,24 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Library(LibraryCommand::Prompt { dir, domain }) => {
+            let mut cfg = config(&cli.global)?;
+            if let Some(d) = dir {
+                cfg.library = Some(d);
+            }
+            if let Some(d) = &domain {
+                needtag::library::check_domain(d)?;
+            }
+            let speech = Speech::load(&cfg)?;
+            let lib = library(&cfg)?;
+            println!(
+                "{}",
+                speech
+                    .asr()
+                    .build_prompt(&lib.prompt_words(domain.as_deref()))
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Time { file, runs } => {
             let cfg = config(&cli.global)?;
             let bytes = read_file(&file)?;
@@ -435,17 +484,21 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             no_vad,
             json,
             tags,
+            by_domain,
         } => {
             let mut cfg = config(&cli.global)?;
             cfg.asr.domain_prompt = !no_prompt;
             cfg.audio.vad = !no_vad;
-            asr_eval(&cfg, &dir, json, tags)
+            asr_eval(&cfg, &dir, json, tags, by_domain)
         }
     }
 }
 
-/// (audio file, reference text) pairs of a labeled directory.
-fn references(dir: &std::path::Path) -> Result<Vec<(PathBuf, String)>> {
+/// A labeled recording: audio file, reference text, and its domain when the list gives one.
+type Labeled = (PathBuf, String, Option<String>);
+
+/// The labeled recordings of a directory.
+fn references(dir: &std::path::Path) -> Result<Vec<Labeled>> {
     let rows = |name: &str| -> Result<Option<Vec<std::collections::HashMap<String, String>>>> {
         let path = dir.join(name);
         if !path.is_file() {
@@ -479,7 +532,7 @@ fn references(dir: &std::path::Path) -> Result<Vec<(PathBuf, String)>> {
             continue;
         };
         if !text.is_empty() && !text.starts_with('(') && dir.join(file).is_file() {
-            out.push((dir.join(file), text.clone()));
+            out.push((dir.join(file), text.clone(), r.get("domain").cloned()));
         }
     }
     if let Some(rows) = rows("scripts.tsv")? {
@@ -498,7 +551,7 @@ fn references(dir: &std::path::Path) -> Result<Vec<(PathBuf, String)>> {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 if name.starts_with(&format!("{id}_")) && !name.ends_with(".tsv") {
-                    out.push((f.clone(), text.clone()));
+                    out.push((f.clone(), text.clone(), r.get("domain").cloned()));
                 }
             }
         }
@@ -528,7 +581,13 @@ fn tag_ids(engine: &Engine, text: &str) -> Result<std::collections::BTreeSet<Str
         .collect())
 }
 
-fn asr_eval(cfg: &Config, dir: &std::path::Path, json: bool, tags: bool) -> Result<ExitCode> {
+fn asr_eval(
+    cfg: &Config,
+    dir: &std::path::Path,
+    json: bool,
+    tags: bool,
+    by_domain: bool,
+) -> Result<ExitCode> {
     let refs = references(dir)?;
     let engine = if tags {
         Some(Engine::load(cfg, false)?)
@@ -539,12 +598,25 @@ fn asr_eval(cfg: &Config, dir: &std::path::Path, json: bool, tags: bool) -> Resu
     let mut tag_counts = needtag::eval::Counts::default();
     let speech = Speech::load(cfg)?;
     let mut worker = speech.worker()?;
-    let prompt = cfg
-        .asr
-        .domain_prompt
-        .then(|| speech.asr().build_prompt(&prompt_words(cfg)));
+    let library = library(cfg)?;
+    let mut prompts = std::collections::HashMap::new();
     let mut rows = Vec::new();
-    for (file, reference) in &refs {
+    for (file, reference, domain) in &refs {
+        let domain = match domain.as_deref().filter(|_| by_domain) {
+            Some(d) => {
+                needtag::library::check_domain(d)?;
+                Some(d)
+            }
+            None => cfg.asr.default_domain.as_deref(),
+        };
+        let prompt = prompts
+            .entry(domain)
+            .or_insert_with(|| {
+                cfg.asr
+                    .domain_prompt
+                    .then(|| speech.asr().build_prompt(&library.prompt_words(domain)))
+            })
+            .clone();
         let bytes = read_file(file)?;
         let name = file
             .file_name()
@@ -676,13 +748,12 @@ fn serve(cfg: Config) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Domain words for the whisper prompt: the configured library's.
-fn prompt_words(cfg: &Config) -> Vec<String> {
-    let lib = match &cfg.library {
-        Some(d) => needtag::library::Library::load(d),
-        None => needtag::library::Library::embedded(),
-    };
-    lib.map(|l| l.prompt_words()).unwrap_or_default()
+/// The configured library.
+fn library(cfg: &Config) -> Result<needtag::library::Library> {
+    Ok(match &cfg.library {
+        Some(d) => needtag::library::Library::load(d)?,
+        None => needtag::library::Library::embedded()?,
+    })
 }
 
 fn parse_time(s: Option<&str>) -> Result<Option<chrono::DateTime<chrono::FixedOffset>>> {

@@ -118,6 +118,10 @@ pub struct AsrConfig {
     pub threads: usize,
     /// Bias whisper toward the needs library's vocabulary with an initial prompt.
     pub domain_prompt: bool,
+    /// The domain assumed for memos sent without one (one of the library's domains). With a
+    /// domain the prompt holds that domain's and the general needs' words; without, the whole
+    /// library's, as many as fit.
+    pub default_domain: Option<String>,
     /// Longest prompt in tokens (whisper allows 223; each token costs decoding time).
     pub prompt_tokens: usize,
     /// The prompt: this head, then library words joined by the separator, then the tail.
@@ -149,6 +153,7 @@ impl Default for AsrConfig {
         Self {
             threads: 1,
             domain_prompt: true,
+            default_domain: None,
             prompt_tokens: 120,
             prompt_head: "以下是销售代表拜访客户后的普通话语音备忘录，内容涉及：".into(),
             prompt_separator: "、".into(),
@@ -332,6 +337,10 @@ impl Config {
         if self.server.api_keys.iter().any(|k| k.key.len() < 16) {
             return bad("every API key must be at least 16 characters");
         }
+        if let Some(d) = &self.asr.default_domain {
+            crate::library::check_domain(d)
+                .map_err(|e| Error::InvalidInput(format!("asr.default_domain: {e}")))?;
+        }
         Ok(())
     }
 
@@ -418,6 +427,14 @@ mod tests {
         cfg.server.api_keys = parse_api_keys("short:tag").unwrap();
         assert!(cfg.validate().is_err());
         assert!(parse_api_keys("aaaaaaaaaaaaaaaa:root").is_err());
+        let mut cfg: Config = toml::from_str("[asr]\ndefault_domain = \"fmcg\"\n").unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("asr.default_domain") && e.contains("fmcg_distribution"),
+            "{e}"
+        );
+        cfg.asr.default_domain = Some("fmcg_distribution".into());
+        assert!(cfg.validate().is_ok());
     }
 
     #[test]

@@ -145,7 +145,40 @@ impl Speech {
 /// The current library, compiled, with the whisper prompt made from its words.
 pub struct Loaded {
     pub matcher: Matcher,
-    pub prompt: Option<String>,
+    pub prompts: Prompts,
+}
+
+/// Whisper prompts of the current library: one per domain, and one for memos of no known
+/// domain (the whole library's words). None when the domain prompt is off.
+#[derive(Debug, Default)]
+pub struct Prompts {
+    by_domain: std::collections::HashMap<String, String>,
+    any: Option<String>,
+}
+
+impl Prompts {
+    fn build(library: &Library, asr: &crate::asr::Asr) -> Prompts {
+        Prompts {
+            by_domain: crate::library::DOMAINS
+                .iter()
+                .map(|d| {
+                    (
+                        d.to_string(),
+                        asr.build_prompt(&library.prompt_words(Some(d))),
+                    )
+                })
+                .collect(),
+            any: Some(asr.build_prompt(&library.prompt_words(None))),
+        }
+    }
+
+    /// The prompt for a memo of `domain` (already checked), or of no known domain.
+    pub fn get(&self, domain: Option<&str>) -> Option<&str> {
+        match domain {
+            Some(d) => self.by_domain.get(d).map(String::as_str),
+            None => self.any.as_deref(),
+        }
+    }
 }
 
 /// Optional facts about a memo sent with it.
@@ -154,6 +187,9 @@ pub struct MemoMeta {
     pub rep_id: Option<String>,
     pub customer_id: Option<String>,
     pub recorded_at: Option<DateTime<FixedOffset>>,
+    /// The rep's industry, one of the library's domains: whisper's prompt then holds that
+    /// domain's words. None falls back to `asr.default_domain`.
+    pub domain: Option<String>,
 }
 
 /// Everything loaded: models, the current library, configuration.
@@ -208,13 +244,13 @@ impl Engine {
         speech: Option<&Speech>,
         cfg: &Config,
     ) -> Result<Loaded> {
-        let prompt = match speech {
-            Some(s) if cfg.asr.domain_prompt => Some(s.asr().build_prompt(&library.prompt_words())),
-            _ => None,
+        let prompts = match speech {
+            Some(s) if cfg.asr.domain_prompt => Prompts::build(&library, s.asr()),
+            _ => Prompts::default(),
         };
         Ok(Loaded {
             matcher: Matcher::build(Arc::new(library), embedder)?,
-            prompt,
+            prompts,
         })
     }
 
@@ -334,9 +370,13 @@ impl Engine {
             .speech
             .as_ref()
             .ok_or_else(|| Error::ModelUnavailable("speech models are not loaded".into()))?;
+        let domain = meta.domain.or_else(|| self.cfg.asr.default_domain.clone());
+        if let Some(d) = &domain {
+            crate::library::check_domain(d)?;
+        }
         let total = Instant::now();
         let loaded = self.current();
-        let tr = speech.transcribe(worker, bytes, loaded.prompt.as_deref())?;
+        let tr = speech.transcribe(worker, bytes, loaded.prompts.get(domain.as_deref()))?;
         let t = Instant::now();
         let recorded_at = meta.recorded_at.unwrap_or_else(now);
         let tags = tag(
@@ -352,6 +392,7 @@ impl Engine {
             memo_id: uuid::Uuid::new_v4().to_string(),
             rep_id: meta.rep_id,
             customer_id: meta.customer_id,
+            domain,
             recorded_at: recorded_at.to_rfc3339(),
             duration_s: tr.duration_s,
             speech_detected: tr.speech_detected,

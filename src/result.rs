@@ -156,6 +156,10 @@ pub struct MemoResult {
     pub rep_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<String>,
+    /// The domain whose words whisper's prompt held (sent with the memo, or the configured
+    /// default); absent when none was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
     pub recorded_at: String,
     pub duration_s: f64,
     pub speech_detected: bool,

@@ -291,7 +291,8 @@ async fn memos_upload_as_multipart_or_raw_body_in_phone_formats() {
         )
         .text("rep_id", "rep-7")
         .text("customer_id", "hosp-12")
-        .text("recorded_at", "2026-03-04T17:20:00+08:00");
+        .text("recorded_at", "2026-03-04T17:20:00+08:00")
+        .text("domain", "medical_devices");
     let r: Value = c
         .post(s.url("/v1/memos"))
         .header("authorization", bearer(TAG_KEY))
@@ -305,6 +306,7 @@ async fn memos_upload_as_multipart_or_raw_body_in_phone_formats() {
     assert_eq!(r["speech_detected"], true, "{r}");
     assert_eq!(r["rep_id"], "rep-7");
     assert_eq!(r["customer_id"], "hosp-12");
+    assert_eq!(r["domain"], "medical_devices");
     assert!(r["recorded_at"]
         .as_str()
         .unwrap()
@@ -347,6 +349,7 @@ async fn memos_upload_as_multipart_or_raw_body_in_phone_formats() {
             .await
             .unwrap();
         assert_eq!(r["rep_id"], "rep-8");
+        assert!(r.get("domain").is_none(), "no domain was sent: {r}");
         let text = r["transcript"]["text"].as_str().unwrap_or_default();
         assert!(needtag::asr::cer(text, S0764) <= 0.2, "{file}: {r}");
     }
@@ -460,6 +463,13 @@ async fn every_client_error_code_is_reachable_and_none_is_a_500() {
         ),
         (
             post("/v1/tag").json(&json!({"text": ""})),
+            422,
+            "invalid_input",
+        ),
+        (
+            post("/v1/memos?domain=pharma")
+                .header("content-type", "audio/wav")
+                .body(common::fixture_bytes("audio/aishell_S0724W0121.wav")),
             422,
             "invalid_input",
         ),

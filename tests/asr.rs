@@ -36,7 +36,7 @@ fn real_recordings_transcribe_in_simplified_chinese_within_cer_bounds() {
     let prompt = speech.asr().build_prompt(
         &needtag::library::Library::embedded()
             .unwrap()
-            .prompt_words(),
+            .prompt_words(None),
     );
     for (file, reference, bound) in CLIPS {
         let out = speech
@@ -111,7 +111,7 @@ fn parallel_chunks_keep_order_and_timeline() {
     let prompt = speech.asr().build_prompt(
         &needtag::library::Library::embedded()
             .unwrap()
-            .prompt_words(),
+            .prompt_words(None),
     );
     let t = speech
         .transcribe(&mut worker, &memo, Some(&prompt))

@@ -175,6 +175,10 @@ pub struct MemoQuery {
     pub customer_id: Option<String>,
     /// RFC 3339; next-step dates are resolved against it (default: now, +08:00).
     pub recorded_at: Option<String>,
+    /// The rep's industry, one of the library's domains (medical_devices, ivd, pharmacy,
+    /// fmcg_distribution, auto_aftermarket, industrial, retail_stores, general): whisper is
+    /// then prompted with that domain's words. Default: the configured asr.default_domain.
+    pub domain: Option<String>,
 }
 
 /// Audio types accepted as a raw body.
@@ -199,8 +203,9 @@ fn is_audio_type(ct: &str) -> bool {
 /// Transcribe and tag a voice memo.
 #[utoipa::path(post, path = "/v1/memos", tag = "memos",
     params(("rep_id" = Option<String>, Query), ("customer_id" = Option<String>, Query), ("recorded_at" = Option<String>, Query, description = "RFC 3339"),
+        ("domain" = Option<String>, Query, description = "the rep's industry, one of the library's domains; whisper is prompted with its words"),
         ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the stored result")),
-    request_body(description = "multipart/form-data with an `audio` file field (and optional rep_id, customer_id, recorded_at fields), or the audio itself with its content type (audio/*, application/octet-stream, video/webm)", content_type = "multipart/form-data"),
+    request_body(description = "multipart/form-data with an `audio` file field (and optional rep_id, customer_id, recorded_at, domain fields), or the audio itself with its content type (audio/*, application/octet-stream, video/webm)", content_type = "multipart/form-data"),
     responses((status = 200, body = MemoResult), (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody),
         (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
         (status = 429, body = super::error::ErrorBody), (status = 503, description = "busy: every worker and queue slot is taken; see Retry-After", body = super::error::ErrorBody)),
@@ -278,6 +283,7 @@ async fn memos_inner(
                 "recorded_at" => {
                     fields.recorded_at = Some(String::from_utf8_lossy(&data).into_owned())
                 }
+                "domain" => fields.domain = Some(String::from_utf8_lossy(&data).into_owned()),
                 _ => {}
             }
         }
@@ -295,10 +301,18 @@ async fn memos_inner(
         (read_body(req.into_body(), max).await?, query)
     };
     let recorded_at = parse_time("recorded_at", meta.recorded_at.as_deref())?;
+    let domain = meta
+        .domain
+        .map(|d| d.trim().to_string())
+        .filter(|d| !d.is_empty());
+    if let Some(d) = &domain {
+        crate::library::check_domain(d)?;
+    }
     let meta = MemoMeta {
         rep_id: meta.rep_id,
         customer_id: meta.customer_id,
         recorded_at,
+        domain,
     };
     let fp = fingerprint(
         "memos",
@@ -311,6 +325,7 @@ async fn memos_inner(
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default()
                 .as_bytes(),
+            meta.domain.as_deref().unwrap_or("").as_bytes(),
         ],
     );
     let state2 = state.clone();

@@ -29,6 +29,20 @@ pub const DOMAINS: &[&str] = &[
     "retail_stores",
     "general",
 ];
+/// The domain whose needs apply in every other one.
+pub const GENERAL: &str = "general";
+
+/// A domain name a caller gave, checked against [`DOMAINS`].
+pub fn check_domain(domain: &str) -> Result<()> {
+    if DOMAINS.contains(&domain) {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "unknown domain {domain:?}; one of: {}",
+            DOMAINS.join(", ")
+        )))
+    }
+}
 pub const PACK_KINDS: &[&str] = &[
     "comparison_sheet",
     "video",
@@ -199,8 +213,10 @@ impl Library {
     }
 
     /// Words for the speech recogniser's prompt, most useful first: need names, then keywords,
-    /// then pack titles; each once.
-    pub fn prompt_words(&self) -> Vec<String> {
+    /// then pack titles; each once. With a domain, only that domain's needs and the general ones
+    /// (whisper's prompt holds about ten names, and a word helps only where it is said); without
+    /// one, every need in library order.
+    pub fn prompt_words(&self, domain: Option<&str>) -> Vec<String> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         let mut push = |w: &str| {
@@ -208,17 +224,25 @@ impl Library {
                 out.push(w.to_string());
             }
         };
-        for n in &self.needs {
+        let needs: Vec<&Need> = match domain {
+            Some(d) => self
+                .needs
+                .iter()
+                .filter(|n| n.domain == d)
+                .chain(
+                    self.needs
+                        .iter()
+                        .filter(|n| n.domain == GENERAL && d != GENERAL),
+                )
+                .collect(),
+            None => self.needs.iter().collect(),
+        };
+        for n in &needs {
             push(&n.name);
         }
-        let longest = self
-            .needs
-            .iter()
-            .map(|n| n.keywords.len())
-            .max()
-            .unwrap_or(0);
+        let longest = needs.iter().map(|n| n.keywords.len()).max().unwrap_or(0);
         for i in 0..longest {
-            for n in &self.needs {
+            for n in &needs {
                 if let Some(k) = n.keywords.get(i) {
                     push(k);
                 }

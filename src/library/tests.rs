@@ -222,8 +222,59 @@ fn missing_files_and_strangers_are_reported() {
 #[test]
 fn prompt_words_start_with_need_names() {
     let lib = Library::embedded().unwrap();
-    let words = lib.prompt_words();
+    let words = lib.prompt_words(None);
     assert_eq!(words[0], lib.needs[0].name);
     let unique: std::collections::HashSet<_> = words.iter().collect();
     assert_eq!(unique.len(), words.len());
+}
+
+#[test]
+fn a_domain_prompt_holds_that_domain_then_the_general_needs() {
+    let lib = Library::embedded().unwrap();
+    let words = lib.prompt_words(Some("medical_devices"));
+    let domain_of = |name: &str| {
+        lib.needs
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.domain.as_str())
+    };
+    let names: Vec<&str> = words
+        .iter()
+        .map(String::as_str)
+        .take_while(|w| domain_of(w).is_some())
+        .collect();
+    let medical = lib
+        .needs
+        .iter()
+        .filter(|n| n.domain == "medical_devices")
+        .count();
+    let general = lib.needs.iter().filter(|n| n.domain == GENERAL).count();
+    assert!(medical > 0 && general > 0);
+    assert_eq!(names.len(), medical + general, "{names:?}");
+    assert!(names[..medical]
+        .iter()
+        .all(|n| domain_of(n) == Some("medical_devices")));
+    assert!(names[medical..]
+        .iter()
+        .all(|n| domain_of(n) == Some(GENERAL)));
+    // No other domain's need names, keywords or pack titles stand in for them.
+    let fmcg = lib
+        .needs
+        .iter()
+        .find(|n| n.domain == "fmcg_distribution")
+        .unwrap();
+    assert!(!words.contains(&fmcg.name));
+    assert!(!fmcg.keywords.iter().any(|k| words.contains(k)
+        && !lib
+            .needs
+            .iter()
+            .any(|n| n.domain != "fmcg_distribution" && n.keywords.contains(k))));
+}
+
+#[test]
+fn unknown_domains_are_named_with_the_known_ones() {
+    assert!(check_domain("pharmacy").is_ok());
+    let e = check_domain("pharma").unwrap_err();
+    assert_eq!(e.code(), "invalid_input");
+    assert!(e.to_string().contains("medical_devices"), "{e}");
 }

@@ -173,13 +173,17 @@ test('text memo: needs with highlighted evidence, pack, next step, contact, rule
 test('audio upload: transcript and vague flag', { timeout: SLOW }, async () => {
   const page = await openConsole(browser.context, { key: TAG_KEY });
   await page.click('#input-upload-tab');
+  await page.click('details.meta-fields > summary');
+  await page.selectOption('#domain', 'pharmacy');
   const response = page.waitForResponse((r) => r.url().endsWith('/v1/memos'), { timeout: SLOW });
   response.catch(() => {});
   await page.setInputFiles('#audio-file', path.join(FIXTURES, 'thchs30_test.wav'));
   assert.equal((await response).status(), 200);
+  assert.equal((await (await response).json()).domain, 'pharmacy');
   await page.locator('#result').waitFor({ state: 'visible' });
   const transcript = await page.locator('#memo-view').innerText();
   assert.match(transcript, /压岁|女儿/);
+  assert.match(await page.locator('#result').innerText(), /行业 pharmacy/);
   const vague = page.locator('#vague.vague-on');
   await vague.waitFor();
   assert.match(await vague.innerText(), /空泛/);

@@ -458,9 +458,11 @@
     form.append('audio', blob, filename || 'memo');
     const rep = $('#rep-id').value.trim();
     const cust = $('#customer-id').value.trim();
+    const domain = $('#domain').value;
     const ra = recordedAtValue();
     if (rep) form.append('rep_id', rep);
     if (cust) form.append('customer_id', cust);
+    if (domain) form.append('domain', domain);
     if (ra) form.append('recorded_at', ra);
     const t0 = performance.now();
     let phase = '上传中';
@@ -622,6 +624,7 @@
       if (source === 'record') chips.push(el('span', { class: 'chip' }, '浏览器录音'));
       if (res.rep_id) chips.push(el('span', { class: 'chip' }, `代表 ${res.rep_id}`));
       if (res.customer_id) chips.push(el('span', { class: 'chip' }, `客户 ${res.customer_id}`));
+      if (res.domain) chips.push(el('span', { class: 'chip' }, `行业 ${res.domain}`));
     } else {
       chips.push(el('span', { class: 'chip' }, res.mode === 'keyword' ? '仅关键词' : '混合匹配'));
     }
