@@ -2,7 +2,9 @@
 """Side-by-side: needtag end to end (bytes → result JSON, through its HTTP service) against
 faster-whisper's transcription alone, with the same whisper base weights (the CTranslate2 model
 the set-up already fetched), on the same ~30 s memo, alternating runs, at 1 and 2 threads; and
-both systems' character error rate on the labeled recordings in ../shared/audio/real.
+both systems' character error rate on the labeled recordings in ../shared/audio/real: needtag as
+it ships (prompted with the needs library's words) and without the prompt, faster-whisper as is
+and with needtag's prompt, so the engines and the prompt are judged apart.
 
     python3 benches/compare_faster_whisper.py [--runs 5] [--threads 1 2] [--beam 1]
 
@@ -80,9 +82,11 @@ def free_port() -> int:
 
 
 class Needtag:
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, config: Path | None = None):
         self.port = free_port()
         env = dict(os.environ, NEEDTAG_THREADS=str(threads), NEEDTAG_WORKERS="1", NEEDTAG_QUEUE="1", NEEDTAG_LOG="warn")
+        if config:
+            env["NEEDTAG_CONFIG"] = str(config)
         self.proc = subprocess.Popen([str(ROOT / "target" / "release" / "needtag"), "serve", "--bind", f"127.0.0.1:{self.port}"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
         for _ in range(240):
             try:
@@ -106,9 +110,9 @@ class Needtag:
 
 
 class FasterWhisper:
-    def __init__(self, model: Path, threads: int, beam: int):
+    def __init__(self, model: Path, threads: int, beam: int, prompt: str = ""):
         py = ROOT / "benches" / ".venv-fw" / "bin" / "python"
-        self.proc = subprocess.Popen([str(py), str(ROOT / "benches" / "fw_worker.py"), str(model), str(threads), str(beam)],
+        self.proc = subprocess.Popen([str(py), str(ROOT / "benches" / "fw_worker.py"), str(model), str(threads), str(beam), prompt],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
         assert json.loads(self.proc.stdout.readline())["ready"]
 
@@ -153,6 +157,37 @@ def real_clips() -> list[tuple[Path, str]]:
     return [(d / r["file"], r["reference_text"]) for r in rows]
 
 
+def needtag_prompt() -> str:
+    """The prompt needtag gives whisper for memos of no known domain."""
+    out = subprocess.run([str(ROOT / "target" / "release" / "needtag"), "library", "prompt"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def cer_table(clips: list[tuple[Path, str]], threads: int, model: Path, beam: int) -> dict:
+    """CER of four transcribers over the clips: needtag with and without its prompt,
+    faster-whisper without and with needtag's prompt."""
+    no_prompt = OUT / "needtag-no-prompt.toml"
+    no_prompt.write_text("[asr]\ndomain_prompt = false\n")
+    prompt = needtag_prompt()
+    systems = {
+        "needtag": lambda: Needtag(threads),
+        "faster_whisper": lambda: FasterWhisper(model, threads, beam),
+        "needtag_no_prompt": lambda: Needtag(threads, no_prompt),
+        "faster_whisper_same_prompt": lambda: FasterWhisper(model, threads, beam, prompt),
+    }
+    per_system = {}
+    for name, start in systems.items():
+        s = start()
+        try:
+            per_system[name] = [cer(s.run(p)[1], ref) for p, ref in clips]
+        finally:
+            s.stop()
+    out = {"clips": len(clips), "prompt": prompt}
+    out.update({name: round(statistics.mean(v), 4) for name, v in per_system.items()})
+    out["per_clip"] = [{"file": p.name, **{name: round(v[i], 3) for name, v in per_system.items()}} for i, (p, _) in enumerate(clips)]
+    return out
+
+
 def load() -> str:
     return open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
 
@@ -187,11 +222,6 @@ def main() -> None:
                 "ratio": round(statistics.median(nt_ms) / statistics.median(fw_ms), 3),
                 "load_average": load(),
             }
-            if clips and threads == args.threads[0]:
-                nt_cer = [cer(nt.run(p)[1], ref) for p, ref in clips]
-                fw_cer = [cer(fw.run(p)[1], ref) for p, ref in clips]
-                results["cer"] = {"clips": len(clips), "needtag": round(statistics.mean(nt_cer), 4), "faster_whisper": round(statistics.mean(fw_cer), 4),
-                                  "per_clip": [{"file": p.name, "needtag": round(a, 3), "faster_whisper": round(b, 3)} for (p, _), a, b in zip(clips, nt_cer, fw_cer)]}
             results["threads"][str(threads)] = entry
             print(f"threads {threads}: needtag end-to-end median {entry['needtag_median_ms']} ms {entry['needtag_ms']}; "
                   f"faster-whisper transcription median {entry['faster_whisper_median_ms']} ms {entry['faster_whisper_ms']}; "
@@ -199,9 +229,11 @@ def main() -> None:
         finally:
             nt.stop()
             fw.stop()
-    if "cer" in results:
-        c = results["cer"]
-        print(f"CER over {c['clips']} clips of ../shared/audio/real: needtag {c['needtag']:.4f}, faster-whisper {c['faster_whisper']:.4f}")
+    if clips:
+        c = results["cer"] = cer_table(clips, args.threads[0], model, args.beam)
+        print(f"CER over {c['clips']} clips of ../shared/audio/real ({args.threads[0]} thread(s)): "
+              f"needtag {c['needtag']:.4f} (prompted with the library's words), faster-whisper {c['faster_whisper']:.4f}; "
+              f"needtag without the prompt {c['needtag_no_prompt']:.4f}, faster-whisper with needtag's prompt {c['faster_whisper_same_prompt']:.4f}")
     (OUT / "compare.json").write_text(json.dumps(results, ensure_ascii=False, indent=2))
     print(f"written to {(OUT / 'compare.json').relative_to(ROOT)}")
 
