@@ -407,6 +407,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             if let Some(d) = dir {
                 cfg.library = Some(d);
             }
+            let domain = domain.or_else(|| cfg.asr.default_domain.clone());
             if let Some(d) = &domain {
                 needtag::library::check_domain(d)?;
             }
