@@ -109,6 +109,10 @@ pub struct Segment {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Dropped {
     pub text: String,
+    /// `known_hallucination` (a subtitle credit), `prompt_echo`, `no_speech`; or, when a sparse
+    /// chunk was decoded again without the prompt, the decode not kept: `sparse_with_prompt`
+    /// (the prompted text, which skipped speech) or `sparser_without_prompt` (the second decode,
+    /// which was no fuller).
     pub reason: &'static str,
 }
 
