@@ -183,7 +183,7 @@ test('audio upload: transcript and vague flag', { timeout: SLOW }, async () => {
   await page.locator('#result').waitFor({ state: 'visible' });
   const transcript = await page.locator('#memo-view').innerText();
   assert.match(transcript, /压岁|女儿/);
-  assert.match(await page.locator('#result').innerText(), /行业 pharmacy/);
+  assert.match(await page.locator('#result').innerText(), /行业 连锁药店/);
   const vague = page.locator('#vague.vague-on');
   await vague.waitFor();
   assert.match(await vague.innerText(), /空泛/);

@@ -624,7 +624,10 @@
       if (source === 'record') chips.push(el('span', { class: 'chip' }, '浏览器录音'));
       if (res.rep_id) chips.push(el('span', { class: 'chip' }, `代表 ${res.rep_id}`));
       if (res.customer_id) chips.push(el('span', { class: 'chip' }, `客户 ${res.customer_id}`));
-      if (res.domain) chips.push(el('span', { class: 'chip' }, `行业 ${res.domain}`));
+      if (res.domain) {
+        const opt = Array.from($('#domain').options).find((o) => o.value === res.domain);
+        chips.push(el('span', { class: 'chip', title: res.domain }, `行业 ${opt ? opt.textContent : res.domain}`));
+      }
     } else {
       chips.push(el('span', { class: 'chip' }, res.mode === 'keyword' ? '仅关键词' : '混合匹配'));
     }
