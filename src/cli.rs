@@ -599,7 +599,11 @@ fn asr_eval(
     let mut tag_counts = needtag::eval::Counts::default();
     let speech = Speech::load(cfg)?;
     let mut worker = speech.worker()?;
-    let library = library(cfg)?;
+    // The engine (with --tags) has the library loaded already.
+    let library = match &engine {
+        Some(e) => e.library(),
+        None => std::sync::Arc::new(library(cfg)?),
+    };
     let mut prompts = std::collections::HashMap::new();
     let mut rows = Vec::new();
     for (file, reference, domain) in &refs {
