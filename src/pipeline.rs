@@ -192,6 +192,28 @@ pub struct MemoMeta {
     pub domain: Option<String>,
 }
 
+/// Longest `rep_id` / `customer_id`, in characters: ids, not documents.
+pub const MAX_ID_CHARS: usize = 128;
+
+impl MemoMeta {
+    /// Refuse ids too long to be ids and domains the library does not have.
+    pub fn check(&self) -> Result<()> {
+        for (field, v) in [("rep_id", &self.rep_id), ("customer_id", &self.customer_id)] {
+            if let Some(n) = v.as_ref().map(|v| v.chars().count()) {
+                if n > MAX_ID_CHARS {
+                    return Err(Error::InvalidInput(format!(
+                        "{field} has {n} characters; at most {MAX_ID_CHARS}"
+                    )));
+                }
+            }
+        }
+        if let Some(d) = &self.domain {
+            crate::library::check_domain(d)?;
+        }
+        Ok(())
+    }
+}
+
 /// Everything loaded: models, the current library, configuration.
 pub struct Engine {
     cfg: Config,
@@ -370,10 +392,8 @@ impl Engine {
             .speech
             .as_ref()
             .ok_or_else(|| Error::ModelUnavailable("speech models are not loaded".into()))?;
+        meta.check()?;
         let domain = meta.domain.or_else(|| self.cfg.asr.default_domain.clone());
-        if let Some(d) = &domain {
-            crate::library::check_domain(d)?;
-        }
         let total = Instant::now();
         let loaded = self.current();
         let tr = speech.transcribe(worker, bytes, loaded.prompts.get(domain.as_deref()))?;

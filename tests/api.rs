@@ -467,6 +467,19 @@ async fn every_client_error_code_is_reachable_and_none_is_a_500() {
             "invalid_input",
         ),
         (
+            post("/v1/memos").multipart(
+                Form::new()
+                    .part(
+                        "audio",
+                        Part::bytes(common::fixture_bytes("audio/aishell_S0724W0121.wav"))
+                            .file_name("m.wav"),
+                    )
+                    .text("rep_id", "r".repeat(10_000)),
+            ),
+            422,
+            "invalid_input",
+        ),
+        (
             post("/v1/memos?domain=pharma")
                 .header("content-type", "audio/wav")
                 .body(common::fixture_bytes("audio/aishell_S0724W0121.wav")),

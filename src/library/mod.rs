@@ -37,8 +37,15 @@ pub fn check_domain(domain: &str) -> Result<()> {
     if DOMAINS.contains(&domain) {
         Ok(())
     } else {
+        // Echo enough to recognise the value, not whatever a client managed to send.
+        let shown: String = domain.chars().take(40).collect();
+        let more = if shown.len() < domain.len() {
+            "…"
+        } else {
+            ""
+        };
         Err(Error::InvalidInput(format!(
-            "unknown domain {domain:?}; one of: {}",
+            "unknown domain {shown:?}{more}; one of: {}",
             DOMAINS.join(", ")
         )))
     }

@@ -277,4 +277,7 @@ fn unknown_domains_are_named_with_the_known_ones() {
     let e = check_domain("pharma").unwrap_err();
     assert_eq!(e.code(), "invalid_input");
     assert!(e.to_string().contains("medical_devices"), "{e}");
+    let long = "x".repeat(100_000);
+    let e = check_domain(&long).unwrap_err().to_string();
+    assert!(e.len() < 300 && e.contains('…'), "{e}");
 }
