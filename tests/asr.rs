@@ -53,6 +53,12 @@ fn real_recordings_transcribe_in_simplified_chinese_within_cer_bounds() {
             "{file}: Traditional characters in {text:?}"
         );
         assert!(!out.transcript.segments.is_empty());
+        // Ordinary speech is never taken for skipped speech.
+        assert!(
+            out.transcript.dropped.is_empty(),
+            "{file}: {:?}",
+            out.transcript.dropped
+        );
         let last = out.transcript.segments.last().unwrap();
         assert!(
             last.end <= out.duration_s + 0.05,
@@ -64,6 +70,46 @@ fn real_recordings_transcribe_in_simplified_chinese_within_cer_bounds() {
             .windows(2)
             .all(|w| w[0].start <= w[1].start));
     }
+}
+
+/// Whisper prompted with the library's words skips most of this 12 s meeting recording (20
+/// characters for 58 spoken); the sparse-text check must notice, decode it again without the
+/// prompt, keep the fuller text and list the skipped one as dropped.
+#[test]
+fn a_prompted_decode_that_skips_speech_is_replaced() {
+    let Some(dir) = common::shared("audio/real") else {
+        return;
+    };
+    let file = dir.join("04_fr_wenetspeech_testmeeting.wav");
+    let reference = "好首先说一下刚才这个经理说完的这个销售问题咱再说一下咱们的商场问题首先咱们商场上半年业这个先各部门儿汇报一下就是业绩";
+    let cfg = common::config();
+    let speech = Speech::load(&cfg).unwrap();
+    let mut worker = speech.worker().unwrap();
+    let prompt = speech.asr().build_prompt(
+        &needtag::library::Library::embedded()
+            .unwrap()
+            .prompt_words(None),
+    );
+    let bytes = std::fs::read(&file).unwrap();
+    let out = speech
+        .transcribe(&mut worker, &bytes, Some(&prompt))
+        .unwrap();
+    let text = &out.transcript.text;
+    let chars = needtag::asr::guard::squash(text).chars().count();
+    eprintln!("{chars} characters, CER {:.3}: {text}", cer(text, reference));
+    assert!(
+        chars as f64 >= 2.5 * 12.0,
+        "still sparse ({chars} characters): {text}"
+    );
+    assert!(cer(text, reference) < 0.5, "{text}");
+    assert!(
+        out.transcript
+            .dropped
+            .iter()
+            .any(|d| d.reason == "sparse_with_prompt"),
+        "{:?}",
+        out.transcript.dropped
+    );
 }
 
 #[test]

@@ -55,6 +55,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     latency: Mutex<BTreeMap<(String, String), Histogram>>,
     stages: Mutex<BTreeMap<&'static str, Histogram>>,
+    dropped: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -80,6 +81,16 @@ impl Metrics {
             .entry(stage)
             .or_insert_with(Histogram::new)
             .observe(seconds);
+    }
+
+    /// A piece of whisper's output the guards removed, by reason.
+    pub fn dropped(&self, reason: &'static str) {
+        *self
+            .dropped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason)
+            .or_default() += 1;
     }
 
     /// The Prometheus text exposition, with the gauges the caller passes in.
@@ -118,6 +129,18 @@ impl Metrics {
                 &format!("stage=\"{s}\""),
             );
         }
+        out.push_str("# HELP needtag_transcript_dropped_total Whisper output the guards removed, by reason (sparse_with_prompt: a prompted decode that skipped speech, replaced by one without the prompt).\n# TYPE needtag_transcript_dropped_total counter\n");
+        for (r, n) in self
+            .dropped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "needtag_transcript_dropped_total{{reason=\"{r}\"}} {n}"
+            );
+        }
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
@@ -135,7 +158,10 @@ mod tests {
         m.request("POST", "/v1/tag", 200, 0.004);
         m.request("POST", "/v1/tag", 200, 0.02);
         m.stage("asr", 1.5);
+        m.dropped("sparse_with_prompt");
+        m.dropped("sparse_with_prompt");
         let text = m.render(&[("needtag_queue_depth", "Jobs waiting.", 3.0)]);
+        assert!(text.contains("needtag_transcript_dropped_total{reason=\"sparse_with_prompt\"} 2"));
         assert!(text.contains(
             "needtag_http_requests_total{method=\"POST\",route=\"/v1/tag\",status=\"200\"} 2"
         ));

@@ -388,6 +388,9 @@ fn record_stages(state: &AppState, r: &MemoResult) {
     ] {
         state.metrics.stage(stage, ms / 1000.0);
     }
+    for d in &r.transcript.dropped {
+        state.metrics.dropped(d.reason);
+    }
 }
 
 /// How to match: keywords and embeddings (default) or keywords only.
