@@ -94,28 +94,33 @@ impl Speech {
         self.asr.shared_worker(pool)
     }
 
-    /// Decode, gate with the VAD, and transcribe one upload.
+    /// Decode, gate with the VAD, and transcribe one upload. Given the bytes by value (the
+    /// service's queue does), they are freed once decoded, and the decoded audio once the
+    /// speech is cut out of it: only what whisper needs is held while it runs.
     pub fn transcribe(
         &self,
         worker: &mut AsrWorker,
-        bytes: &[u8],
+        bytes: impl AsRef<[u8]>,
         prompt: Option<&str>,
     ) -> Result<Transcription> {
         let total = Instant::now();
         let mut timings = Timings::default();
         let t = Instant::now();
-        let decoded = audio::decode(bytes, &self.cfg.audio)?;
+        let decoded = audio::decode(bytes.as_ref(), &self.cfg.audio)?;
+        drop(bytes);
         timings.decode_ms = ms(t);
+        let duration_s = decoded.duration_s();
+        let (samples, info) = (decoded.samples, decoded.info);
 
         let t = Instant::now();
         let (speech, to_original): (Vec<f32>, Box<dyn Fn(f64) -> f64 + Sync>) = match &self.vad {
             Some(vad) => {
-                let map = vad.detect(&decoded.samples)?;
-                let (samples, timeline) =
-                    map.compact(&decoded.samples, 0.2, self.cfg.audio.max_pause_s);
-                (samples, Box::new(move |t| timeline.original_time(t)))
+                let map = vad.detect(&samples)?;
+                let (speech, timeline) = map.compact(&samples, 0.2, self.cfg.audio.max_pause_s);
+                drop(samples);
+                (speech, Box::new(move |t| timeline.original_time(t)))
             }
-            None => (decoded.samples.clone(), Box::new(|t| t)),
+            None => (samples, Box::new(|t| t)),
         };
         timings.vad_ms = ms(t);
 
@@ -131,11 +136,11 @@ impl Speech {
         timings.asr_ms = ms(t);
         timings.total_ms = ms(total);
         Ok(Transcription {
-            duration_s: decoded.duration_s(),
+            duration_s,
             speech_detected: !transcript.text.is_empty(),
             speech_s: speech.len() as f64 / audio::SAMPLE_RATE as f64,
             transcript,
-            audio: decoded.info,
+            audio: info,
             model: self.asr.model_name().to_string(),
             timings,
         })
@@ -385,7 +390,7 @@ impl Engine {
     pub fn process_memo(
         &self,
         worker: &mut AsrWorker,
-        bytes: &[u8],
+        bytes: impl AsRef<[u8]>,
         meta: MemoMeta,
     ) -> Result<MemoResult> {
         let speech = self

@@ -96,7 +96,10 @@ fn a_prompted_decode_that_skips_speech_is_replaced() {
         .unwrap();
     let text = &out.transcript.text;
     let chars = needtag::asr::guard::squash(text).chars().count();
-    eprintln!("{chars} characters, CER {:.3}: {text}", cer(text, reference));
+    eprintln!(
+        "{chars} characters, CER {:.3}: {text}",
+        cer(text, reference)
+    );
     assert!(
         chars as f64 >= 2.5 * 12.0,
         "still sparse ({chars} characters): {text}"

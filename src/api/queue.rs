@@ -75,7 +75,7 @@ impl TranscriptionPool {
                     busy.fetch_add(1, Ordering::SeqCst);
                     let t = Instant::now();
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        engine.process_memo(&mut worker, &job.bytes, job.meta)
+                        engine.process_memo(&mut worker, job.bytes, job.meta)
                     }))
                     .unwrap_or_else(|_| {
                         // The borrowed states went back to the pool while unwinding; whisper

@@ -51,13 +51,20 @@ pub struct AudioInfo {
 }
 
 /// Interleaved PCM as a decoder produces it, with the duration limit enforced while it grows.
+/// It is kept in blocks of whole frames, not one vector: a vector that doubles as it grows holds
+/// up to three times the audio while it moves (two minutes of 48 kHz stereo is 46 MB), for every
+/// memo being decoded at once.
 pub(crate) struct Pcm {
     pub rate: u32,
     pub channels: usize,
-    pub data: Vec<f32>,
+    pub blocks: Vec<Vec<f32>>,
+    len: usize,
     limit_frames: usize,
     pub over_limit: bool,
 }
+
+/// Samples per block (1 MB of f32), rounded down to whole frames.
+const BLOCK_SAMPLES: usize = 1 << 18;
 
 impl Pcm {
     fn new(rate: u32, channels: usize, max_seconds: f64) -> Result<Pcm> {
@@ -74,26 +81,40 @@ impl Pcm {
         Ok(Pcm {
             rate,
             channels,
-            data: Vec::new(),
+            blocks: Vec::new(),
+            len: 0,
             limit_frames: (max_seconds * rate as f64).ceil() as usize,
             over_limit: false,
         })
     }
 
     pub fn frames(&self) -> usize {
-        self.data.len() / self.channels
+        self.len / self.channels
     }
 
     /// Append interleaved samples; returns false (and keeps only what fits) once the limit is hit.
     pub fn push(&mut self, interleaved: &[f32]) -> bool {
         let room = (self.limit_frames - self.frames().min(self.limit_frames)) * self.channels;
-        if interleaved.len() > room {
-            self.data.extend_from_slice(&interleaved[..room]);
-            self.over_limit = true;
-            return false;
+        let fits = interleaved.len() <= room;
+        let mut rest = &interleaved[..interleaved.len().min(room)];
+        let block = (BLOCK_SAMPLES / self.channels).max(1) * self.channels;
+        while !rest.is_empty() {
+            let last = match self.blocks.last_mut() {
+                Some(b) if b.len() < b.capacity() => b,
+                _ => {
+                    self.blocks.push(Vec::with_capacity(block));
+                    self.blocks.last_mut().expect("just pushed")
+                }
+            };
+            let n = (last.capacity() - last.len()).min(rest.len());
+            last.extend_from_slice(&rest[..n]);
+            self.len += n;
+            rest = &rest[n..];
         }
-        self.data.extend_from_slice(interleaved);
-        true
+        if !fits {
+            self.over_limit = true;
+        }
+        fits
     }
 }
 
@@ -156,8 +177,10 @@ pub fn decode(bytes: &[u8], cfg: &AudioConfig) -> Result<DecodedAudio> {
             limit: cfg.max_seconds,
         });
     }
-    let mono = mixdown(&pcm.data, pcm.channels);
-    let mut samples = resample::to_16k(&mono, pcm.rate)?;
+    let mono = mixdown_blocks(&pcm.blocks, pcm.channels);
+    drop(pcm);
+    let mut samples = resample::to_16k(&mono, source_rate)?;
+    drop(mono);
     let max_samples = (cfg.max_seconds * SAMPLE_RATE as f64) as usize;
     let truncated = over_limit || samples.len() > max_samples;
     if truncated && cfg.long_audio == LongAudio::Reject {
@@ -239,12 +262,25 @@ pub fn split(samples: &[f32], n: usize) -> Vec<std::ops::Range<usize>> {
 /// recorded on one side of a stereo pair, the other side silent) are left out, so the speech
 /// keeps its level instead of being halved by a silent partner.
 pub fn mixdown(interleaved: &[f32], channels: usize) -> Vec<f32> {
+    mixdown_blocks(&[interleaved], channels)
+}
+
+/// [`mixdown`] over interleaved audio kept in blocks of whole frames.
+fn mixdown_blocks<B: AsRef<[f32]>>(blocks: &[B], channels: usize) -> Vec<f32> {
+    let frames_of = || {
+        blocks
+            .iter()
+            .flat_map(move |b| b.as_ref().chunks_exact(channels.max(1)))
+    };
     if channels <= 1 {
-        return interleaved.to_vec();
+        return blocks
+            .iter()
+            .flat_map(|b| b.as_ref().iter().copied())
+            .collect();
     }
-    let frames = interleaved.len() / channels;
+    let frames = blocks.iter().map(|b| b.as_ref().len()).sum::<usize>() / channels;
     let mut energy = vec![0f64; channels];
-    for frame in interleaved.chunks_exact(channels) {
+    for frame in frames_of() {
         for (e, &s) in energy.iter_mut().zip(frame) {
             *e += (s as f64) * (s as f64);
         }
@@ -257,7 +293,7 @@ pub fn mixdown(interleaved: &[f32], channels: usize) -> Vec<f32> {
         .collect();
     let n_active = active.iter().filter(|&&a| a).count().max(1) as f32;
     let mut mono = Vec::with_capacity(frames);
-    for frame in interleaved.chunks_exact(channels) {
+    for frame in frames_of() {
         let sum: f32 = frame
             .iter()
             .zip(&active)
@@ -350,6 +386,24 @@ mod tests {
         assert!(!pcm.push(&[0.0; 16]));
         assert_eq!(pcm.frames(), 10);
         assert!(pcm.over_limit);
+    }
+
+    #[test]
+    fn blocks_hold_whole_frames_and_mix_down_like_one_vector() {
+        // Three channels do not divide the block size: frames must still not straddle blocks.
+        let mut pcm = Pcm::new(48_000, 3, 60.0).unwrap();
+        let interleaved: Vec<f32> = (0..3 * 200_000)
+            .map(|i| ((i % 977) as f32) / 977.0)
+            .collect();
+        for piece in interleaved.chunks(3 * 1024) {
+            assert!(pcm.push(piece));
+        }
+        assert!(pcm.blocks.len() > 1);
+        assert!(pcm.blocks.iter().all(|b| b.len() % 3 == 0));
+        assert_eq!(pcm.frames(), 200_000);
+        assert_eq!(mixdown_blocks(&pcm.blocks, 3), mixdown(&interleaved, 3));
+        let flat: Vec<f32> = pcm.blocks.concat();
+        assert_eq!(flat, interleaved);
     }
 
     #[test]
