@@ -40,7 +40,7 @@ fn real_recordings_transcribe_in_simplified_chinese_within_cer_bounds() {
     );
     for (file, reference, bound) in CLIPS {
         let out = speech
-            .transcribe(&mut worker, &common::fixture_bytes(file), Some(&prompt))
+            .transcribe(&mut worker, common::fixture_bytes(file), Some(&prompt))
             .unwrap();
         let text = &out.transcript.text;
         let c = cer(text, reference);
@@ -123,7 +123,7 @@ fn without_a_prompt_output_is_still_simplified() {
     let out = speech
         .transcribe(
             &mut worker,
-            &common::fixture_bytes("audio/thchs30_test.wav"),
+            common::fixture_bytes("audio/thchs30_test.wav"),
             None,
         )
         .unwrap();

@@ -182,7 +182,7 @@ fn inputs_without_speech_give_no_text() {
     }
     for f in files {
         let out = speech
-            .transcribe(&mut worker, &std::fs::read(&f).unwrap(), Some(&prompt))
+            .transcribe(&mut worker, std::fs::read(&f).unwrap(), Some(&prompt))
             .unwrap();
         assert!(!out.speech_detected, "{}: speech detected", f.display());
         assert_eq!(
