@@ -97,8 +97,9 @@ enum Sound {
     No,
 }
 
-fn sound(text: &Readings, term: &Readings, toned: bool, polyphones: bool) -> Sound {
-    let (Some(t), Some(c)) = (&text.common, &term.common) else {
+/// How a text character (its common reading) sounds against a term character.
+fn sound(text: Option<&Reading>, term: &Readings, toned: bool, polyphones: bool) -> Sound {
+    let (Some(t), Some(c)) = (text, &term.common) else {
         return Sound::No;
     };
     let tone_ok = |a: &Reading, b: &Reading| !toned || a.tone() == b.tone();
@@ -169,10 +170,14 @@ impl HomophoneIndex {
 
     /// Sound-alike matches in `text` that are not exact occurrences of the term.
     pub fn find(&self, text: &[char]) -> Vec<Heard> {
-        let text_readings: Vec<Readings> = text.iter().map(|&c| readings(c)).collect();
+        // Only a term's characters have their other readings tried; the text's have the common one.
+        let text_readings: Vec<Option<Reading>> = text
+            .iter()
+            .map(|&c| c.to_pinyin().map(Reading::new))
+            .collect();
         let mut out = Vec::new();
         for start in 0..text.len() {
-            let Some(first) = &text_readings[start].common else {
+            let Some(first) = &text_readings[start] else {
                 continue;
             };
             let Some(candidates) = self.by_first.get(&first.near) else {
@@ -197,7 +202,7 @@ impl HomophoneIndex {
                     let s = if text[start + k] == chars[k] {
                         Sound::Same
                     } else {
-                        sound(&text_readings[start + k], &rs[k], toned, polyphones)
+                        sound(text_readings[start + k].as_ref(), &rs[k], toned, polyphones)
                     };
                     near += usize::from(s == Sound::Near);
                     s != Sound::No
