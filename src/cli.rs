@@ -233,10 +233,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let mut cfg = config(&cli.global)?;
             cfg.asr.domain_prompt = !no_prompt;
             cfg.audio.vad = !no_vad;
-            let domain = domain.or_else(|| cfg.asr.default_domain.clone());
-            if let Some(d) = &domain {
-                needtag::library::check_domain(d)?;
-            }
+            let domain = cfg.asr.domain_or_default(domain)?;
             let bytes = read_file(&file)?;
             let speech = Speech::load(&cfg)?;
             let mut worker = speech.worker()?;
@@ -384,10 +381,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Library(LibraryCommand::Show { dir }) => {
-            let lib = match dir.or_else(|| cli.global.library.clone()) {
-                Some(d) => needtag::library::Library::load(&d)?,
-                None => needtag::library::Library::embedded()?,
-            };
+            let lib = needtag::library::Library::load_or_embedded(
+                dir.or_else(|| cli.global.library.clone()).as_deref(),
+            )?;
             let mut domains = std::collections::BTreeMap::<&str, usize>::new();
             for n in &lib.needs {
                 *domains.entry(n.domain.as_str()).or_default() += 1;
@@ -407,10 +403,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             if let Some(d) = dir {
                 cfg.library = Some(d);
             }
-            let domain = domain.or_else(|| cfg.asr.default_domain.clone());
-            if let Some(d) = &domain {
-                needtag::library::check_domain(d)?;
-            }
+            let domain = cfg.asr.domain_or_default(domain)?;
             let speech = Speech::load(&cfg)?;
             let lib = library(&cfg)?;
             println!(
@@ -604,30 +597,23 @@ fn asr_eval(
         Some(e) => e.library(),
         None => std::sync::Arc::new(library(cfg)?),
     };
-    let mut prompts = std::collections::HashMap::new();
+    let prompts = if cfg.asr.domain_prompt {
+        needtag::pipeline::Prompts::build(&library, speech.asr())
+    } else {
+        Default::default()
+    };
     let mut rows = Vec::new();
     for (file, reference, domain) in &refs {
-        let domain = match domain.as_deref().filter(|_| by_domain) {
-            Some(d) => {
-                needtag::library::check_domain(d)?;
-                Some(d)
-            }
-            None => cfg.asr.default_domain.as_deref(),
-        };
-        let prompt = prompts
-            .entry(domain)
-            .or_insert_with(|| {
-                cfg.asr
-                    .domain_prompt
-                    .then(|| speech.asr().build_prompt(&library.prompt_words(domain)))
-            })
-            .clone();
+        let domain = cfg
+            .asr
+            .domain_or_default(domain.clone().filter(|_| by_domain))?;
+        let prompt = prompts.get(domain.as_deref());
         let bytes = read_file(file)?;
         let name = file
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        match speech.transcribe(&mut worker, &bytes, prompt.as_deref()) {
+        match speech.transcribe(&mut worker, &bytes, prompt) {
             Ok(t) => {
                 let cer = needtag::asr::cer(&t.transcript.text, reference);
                 if !json {
@@ -755,10 +741,9 @@ fn serve(cfg: Config) -> Result<ExitCode> {
 
 /// The configured library.
 fn library(cfg: &Config) -> Result<needtag::library::Library> {
-    Ok(match &cfg.library {
-        Some(d) => needtag::library::Library::load(d)?,
-        None => needtag::library::Library::embedded()?,
-    })
+    Ok(needtag::library::Library::load_or_embedded(
+        cfg.library.as_deref(),
+    )?)
 }
 
 fn parse_time(s: Option<&str>) -> Result<Option<chrono::DateTime<chrono::FixedOffset>>> {

@@ -148,6 +148,20 @@ pub struct AsrConfig {
     pub min_chars_per_s: f64,
 }
 
+impl AsrConfig {
+    /// The domain a memo is transcribed for: the one given (checked against the library's
+    /// domains), else `default_domain` (checked when the configuration was validated).
+    pub fn domain_or_default(&self, given: Option<String>) -> Result<Option<String>> {
+        match given {
+            Some(d) => {
+                crate::library::check_domain(&d)?;
+                Ok(Some(d))
+            }
+            None => Ok(self.default_domain.clone()),
+        }
+    }
+}
+
 impl Default for AsrConfig {
     fn default() -> Self {
         Self {

@@ -115,3 +115,11 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A value a client sent, quoted for an error message: enough to recognise it (40 characters,
+/// then "…"), not whatever the client managed to send.
+pub fn excerpt(value: &str) -> String {
+    let shown: String = value.chars().take(40).collect();
+    let more = if shown.len() < value.len() { "…" } else { "" };
+    format!("{shown:?}{more}")
+}

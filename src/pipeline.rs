@@ -162,7 +162,7 @@ pub struct Prompts {
 }
 
 impl Prompts {
-    fn build(library: &Library, asr: &crate::asr::Asr) -> Prompts {
+    pub fn build(library: &Library, asr: &crate::asr::Asr) -> Prompts {
         Prompts {
             by_domain: crate::library::DOMAINS
                 .iter()
@@ -251,10 +251,7 @@ impl Engine {
         } else {
             None
         };
-        let library = match &cfg.library {
-            Some(dir) => Library::load(dir)?,
-            None => Library::embedded()?,
-        };
+        let library = Library::load_or_embedded(cfg.library.as_deref())?;
         let loaded = Self::compile(library, embedder.clone(), speech.as_ref(), cfg)?;
         crate::release_free_memory();
         Ok(Engine {
@@ -323,10 +320,7 @@ impl Engine {
         let dir = dir
             .map(Path::to_path_buf)
             .or_else(|| self.cfg.library.clone());
-        let library = match &dir {
-            Some(d) => Library::load(d)?,
-            None => Library::embedded()?,
-        };
+        let library = Library::load_or_embedded(dir.as_deref())?;
         let previous = self.library();
         let summary = |lib: &Library, changed| Reloaded {
             version: lib.version.clone(),

@@ -22,10 +22,7 @@ fn embedder(cfg: &Config, semantic: bool) -> Result<Option<Arc<Embedder>>> {
 }
 
 fn matcher(dir: Option<&Path>, embedder: Option<Arc<Embedder>>) -> Result<Matcher> {
-    let lib = match dir {
-        Some(d) => Library::load(d)?,
-        None => Library::embedded()?,
-    };
+    let lib = Library::load_or_embedded(dir)?;
     Ok(Matcher::build(Arc::new(lib), embedder)?)
 }
 

@@ -95,7 +95,7 @@ fn a_prompted_decode_that_skips_speech_is_replaced() {
         .transcribe(&mut worker, &bytes, Some(&prompt))
         .unwrap();
     let text = &out.transcript.text;
-    let chars = needtag::asr::guard::squash(text).chars().count();
+    let chars = needtag::asr::guard::content_chars(text);
     eprintln!(
         "{chars} characters, CER {:.3}: {text}",
         cer(text, reference)

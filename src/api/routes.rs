@@ -33,11 +33,12 @@ fn parse_time(field: &str, s: Option<&str>) -> Result<Option<DateTime<FixedOffse
     match s.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
         Some(s) => DateTime::parse_from_rfc3339(s).map(Some).map_err(|_| {
-            let shown: String = s.chars().take(40).collect();
-            let more = if shown.len() < s.len() { "…" } else { "" };
             ApiError::new(
                 "invalid_input",
-                format!("{field} {shown:?}{more} is not an RFC 3339 time such as 2026-03-04T17:20:00+08:00"),
+                format!(
+                    "{field} {} is not an RFC 3339 time such as 2026-03-04T17:20:00+08:00",
+                    crate::error::excerpt(s)
+                ),
             )
         }),
     }

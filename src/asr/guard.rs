@@ -76,6 +76,11 @@ pub fn judge(
     Verdict::Keep
 }
 
+/// Characters that carry content (no punctuation, spaces or symbols).
+pub fn content_chars(text: &str) -> usize {
+    squash(text).chars().count()
+}
+
 /// Speech shorter than this is not judged for sparseness: a short clip can hold one word.
 const SPARSE_MIN_SPEECH_S: f64 = 3.0;
 
@@ -88,7 +93,7 @@ pub fn sparse(text: &str, speech_s: f64, min_chars_per_s: f64) -> bool {
     if min_chars_per_s <= 0.0 || speech_s < SPARSE_MIN_SPEECH_S {
         return false;
     }
-    let chars = squash(text).chars().count();
+    let chars = content_chars(text);
     chars > 0 && (chars as f64) < min_chars_per_s * speech_s
 }
 

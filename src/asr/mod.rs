@@ -379,14 +379,17 @@ fn transcribe_chunk(
         return Ok(first);
     }
     let plain = decode_chunk(state, asr, samples, None, to_original)?;
-    let content = |t: &Transcript| guard::squash(&t.text).chars().count();
+    let (prompted_chars, plain_chars) = (
+        guard::content_chars(&first.text),
+        guard::content_chars(&plain.text),
+    );
     tracing::debug!(
-        prompted = content(&first),
-        plain = content(&plain),
+        prompted = prompted_chars,
+        plain = plain_chars,
         seconds,
         "prompted transcript was sparse; decoded again without the prompt"
     );
-    let (mut kept, other, reason) = if content(&plain) > content(&first) {
+    let (mut kept, other, reason) = if plain_chars > prompted_chars {
         (plain, first, "sparse_with_prompt")
     } else {
         (first, plain, "sparser_without_prompt")

@@ -37,15 +37,9 @@ pub fn check_domain(domain: &str) -> Result<()> {
     if DOMAINS.contains(&domain) {
         Ok(())
     } else {
-        // Echo enough to recognise the value, not whatever a client managed to send.
-        let shown: String = domain.chars().take(40).collect();
-        let more = if shown.len() < domain.len() {
-            "…"
-        } else {
-            ""
-        };
         Err(Error::InvalidInput(format!(
-            "unknown domain {shown:?}{more}; one of: {}",
+            "unknown domain {}; one of: {}",
+            crate::error::excerpt(domain),
             DOMAINS.join(", ")
         )))
     }
@@ -189,6 +183,14 @@ impl Library {
     pub fn load(dir: &Path) -> Result<Library> {
         let files = read_dir(dir)?;
         Library::from_files(files, &dir.display().to_string())
+    }
+
+    /// The library in `dir`, or the compiled-in one when there is no directory.
+    pub fn load_or_embedded(dir: Option<&Path>) -> Result<Library> {
+        match dir {
+            Some(d) => Library::load(d),
+            None => Library::embedded(),
+        }
     }
 
     /// Validate a set of (relative path, content) files.
