@@ -2,6 +2,7 @@
 //! workers, one reusable state per worker, Simplified Chinese always, a domain prompt, and guards
 //! against invented text.
 
+pub mod bytes;
 pub mod guard;
 
 use std::io::Read;
@@ -25,6 +26,8 @@ pub struct Asr {
     ctx: WhisperContext,
     name: String,
     cfg: AsrConfig,
+    /// Keeps each decoded character whole (see [`bytes`]).
+    byte_rules: bytes::ByteRules,
 }
 
 /// One worker's whisper states (buffers, KV cache), created once and reused for every memo.
@@ -144,6 +147,7 @@ impl Asr {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         Ok(Asr {
+            byte_rules: bytes::ByteRules::build(&ctx),
             ctx,
             name,
             cfg: cfg.clone(),
@@ -445,6 +449,14 @@ fn decode_chunk(
     }
     if let Some(p) = prompt {
         params.set_initial_prompt(p);
+    }
+    // SAFETY: the rules live in `asr`, which outlives this call; whisper.cpp only reads them
+    // from the filter during `full`.
+    unsafe {
+        params.set_filter_logits_callback(Some(bytes::filter_logits));
+        params.set_filter_logits_callback_user_data(
+            &asr.byte_rules as *const bytes::ByteRules as *mut std::ffi::c_void,
+        );
     }
     state
         .full(params, samples)
