@@ -97,15 +97,24 @@ pub fn sparse(text: &str, speech_s: f64, min_chars_per_s: f64) -> bool {
     chars > 0 && (chars as f64) < min_chars_per_s * speech_s
 }
 
+/// Longest repeated unit looked for, in characters: whisper's loops repeat whole sentences.
+const MAX_LOOP_UNIT: usize = 48;
+
 /// Collapse a unit repeated back to back into one copy: "说一句话，说一句话，说一句话，说一句话，"
 /// becomes "说一句话，". Natural repetition ("对对对", "好的好的") is left alone: a unit of one
-/// character must repeat 5 times, longer units 4 times.
+/// character must repeat 5 times, units up to 16 characters 4 times, and a whole sentence (17
+/// characters or more, which nobody says three times running) 3 times.
 pub fn collapse_repetitions(text: &str) -> (String, bool) {
     let mut chars: Vec<char> = text.chars().collect();
     let mut changed = false;
     let mut unit = 1;
-    while unit <= 16 && unit * 4 <= chars.len() {
-        let need = if unit == 1 { 5 } else { 4 };
+    let times = |unit: usize| match unit {
+        1 => 5,
+        2..=16 => 4,
+        _ => 3,
+    };
+    while unit <= MAX_LOOP_UNIT && unit * times(unit) <= chars.len() {
+        let need = times(unit);
         let mut i = 0;
         let mut out: Vec<char> = Vec::with_capacity(chars.len());
         while i < chars.len() {
@@ -211,5 +220,16 @@ mod tests {
             "对对对，好的好的"
         );
         assert_eq!(collapse_repetitions("啊啊啊啊啊啊啊啊").0, "啊");
+        let sentence = "另外要求我们培训导购怎么介绍新品酸奶；";
+        let (t, changed) =
+            collapse_repetitions(&format!("赵店长希望增加冷柜陈列位；{}", sentence.repeat(8)));
+        assert!(changed);
+        assert_eq!(t, format!("赵店长希望增加冷柜陈列位；{sentence}"));
+        let twice = format!("{sentence}{sentence}");
+        assert_eq!(
+            collapse_repetitions(&twice).0,
+            twice,
+            "said twice is left alone"
+        );
     }
 }
