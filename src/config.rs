@@ -93,6 +93,10 @@ pub struct AudioConfig {
     pub vad: bool,
     /// Speech probability above which a 32 ms frame counts as speech.
     pub vad_threshold: f32,
+    /// Audio kept before and after each stretch of speech the VAD finds (seconds). Whisper
+    /// needs some lead-in: with 0.2 s it misheard the first words of short clips that it got
+    /// right from the untrimmed audio; 0.4 s is also faster-whisper's default.
+    pub vad_pad_s: f64,
     /// Pauses longer than this are shortened before transcription (seconds).
     pub max_pause_s: f64,
 }
@@ -106,6 +110,7 @@ impl Default for AudioConfig {
             min_seconds: 1.0,
             vad: true,
             vad_threshold: 0.5,
+            vad_pad_s: 0.4,
             max_pause_s: 1.0,
         }
     }
@@ -125,7 +130,9 @@ pub struct AsrConfig {
     /// Longest prompt in tokens (whisper allows 223; each token costs decoding time).
     pub prompt_tokens: usize,
     /// The prompt: this head, then library words joined by the separator, then the tail.
-    /// Whisper copies the prompt's script and style (a spoken head keeps fillers verbatim).
+    /// Whisper continues its prompt's script and register: a written head ("以下是…备忘录，
+    /// 内容涉及：") makes it drop fillers and condense what was said, a spoken one keeps the
+    /// transcript verbatim.
     pub prompt_head: String,
     pub prompt_separator: String,
     pub prompt_tail: String,
@@ -169,9 +176,9 @@ impl Default for AsrConfig {
             domain_prompt: true,
             default_domain: None,
             prompt_tokens: 120,
-            prompt_head: "以下是销售代表拜访客户后的普通话语音备忘录，内容涉及：".into(),
+            prompt_head: "嗯，就是说，这次去拜访客户，客户那边呢，聊到了这个".into(),
             prompt_separator: "、".into(),
-            prompt_tail: "。".into(),
+            prompt_tail: "这些嘛。".into(),
             beam_size: 1,
             temperature_fallback: false,
             adaptive_audio_ctx: true,
@@ -348,6 +355,12 @@ impl Config {
         if !(0.0..1.0).contains(&self.audio.vad_threshold) {
             return bad("audio.vad_threshold must lie in [0, 1)");
         }
+        if !(0.0..=2.0).contains(&self.audio.vad_pad_s)
+            || self.audio.max_pause_s.is_nan()
+            || self.audio.max_pause_s < 0.0
+        {
+            return bad("audio.vad_pad_s must lie in [0, 2] and audio.max_pause_s be at least 0");
+        }
         if self.server.api_keys.iter().any(|k| k.key.len() < 16) {
             return bad("every API key must be at least 16 characters");
         }
@@ -449,6 +462,12 @@ mod tests {
         );
         cfg.asr.default_domain = Some("fmcg_distribution".into());
         assert!(cfg.validate().is_ok());
+        for (pad, pause) in [(-0.1, 1.0), (5.0, 1.0), (0.4, -1.0), (f64::NAN, 1.0)] {
+            let mut cfg = Config::default();
+            (cfg.audio.vad_pad_s, cfg.audio.max_pause_s) = (pad, pause);
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.contains("audio.vad_pad_s"), "{e}");
+        }
     }
 
     #[test]

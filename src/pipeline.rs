@@ -116,7 +116,11 @@ impl Speech {
         let (speech, to_original): (Vec<f32>, Box<dyn Fn(f64) -> f64 + Sync>) = match &self.vad {
             Some(vad) => {
                 let map = vad.detect(&samples)?;
-                let (speech, timeline) = map.compact(&samples, 0.2, self.cfg.audio.max_pause_s);
+                let (speech, timeline) = map.compact(
+                    &samples,
+                    self.cfg.audio.vad_pad_s,
+                    self.cfg.audio.max_pause_s,
+                );
                 drop(samples);
                 (speech, Box::new(move |t| timeline.original_time(t)))
             }
