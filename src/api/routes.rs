@@ -261,6 +261,16 @@ async fn memos_inner(
     let max = state.cfg.audio.max_bytes;
     let (bytes, meta) = if multipart {
         let limit = max + MULTIPART_OVERHEAD;
+        // The audio field is read into one buffer sized from Content-Length (at most the
+        // limit), not one that doubles as it grows: a doubling buffer leaves the upload's bytes
+        // in a larger, fragmented allocation for as long as the memo waits in the queue.
+        let size_hint = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+            .min(limit);
         let (parts, body) = req.into_parts();
         let limited =
             Request::from_parts(parts, Body::new(http_body_util::Limited::new(body, limit)));
@@ -276,9 +286,19 @@ async fn memos_inner(
                 Err(e) => return Err(multipart_error(e, limit)),
             };
             let name = field.name().unwrap_or("").to_string();
+            if matches!(name.as_str(), "audio" | "file") {
+                let mut field = field;
+                let mut buf = Vec::with_capacity(size_hint);
+                while let Some(chunk) =
+                    field.chunk().await.map_err(|e| multipart_error(e, limit))?
+                {
+                    buf.extend_from_slice(&chunk);
+                }
+                audio = Some(Bytes::from(buf));
+                continue;
+            }
             let data = field.bytes().await.map_err(|e| multipart_error(e, limit))?;
             match name.as_str() {
-                "audio" | "file" => audio = Some(data),
                 "rep_id" => fields.rep_id = Some(String::from_utf8_lossy(&data).into_owned()),
                 "customer_id" => {
                     fields.customer_id = Some(String::from_utf8_lossy(&data).into_owned())
