@@ -95,19 +95,19 @@ impl Speech {
     }
 
     /// Decode, gate with the VAD, and transcribe one upload. Given the bytes by value (the
-    /// service's queue does), they are freed once decoded, and the decoded audio once the
+    /// service's queue does), they are decoded without a copy and freed as soon as the PCM is
+    /// out of them, and the decoded audio once the
     /// speech is cut out of it: only what whisper needs is held while it runs.
     pub fn transcribe(
         &self,
         worker: &mut AsrWorker,
-        bytes: impl AsRef<[u8]>,
+        bytes: impl audio::AudioBytes,
         prompt: Option<&str>,
     ) -> Result<Transcription> {
         let total = Instant::now();
         let mut timings = Timings::default();
         let t = Instant::now();
-        let decoded = audio::decode(bytes.as_ref(), &self.cfg.audio)?;
-        drop(bytes);
+        let decoded = audio::decode(bytes, &self.cfg.audio)?;
         timings.decode_ms = ms(t);
         let duration_s = decoded.duration_s();
         let (samples, info) = (decoded.samples, decoded.info);
@@ -388,7 +388,7 @@ impl Engine {
     pub fn process_memo(
         &self,
         worker: &mut AsrWorker,
-        bytes: impl AsRef<[u8]>,
+        bytes: impl audio::AudioBytes,
         meta: MemoMeta,
     ) -> Result<MemoResult> {
         let speech = self

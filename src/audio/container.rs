@@ -16,13 +16,20 @@ use crate::error::{Error, Result};
 /// Consecutive undecodable packets after which the stream counts as corrupt.
 const MAX_BAD_PACKETS: usize = 20;
 
+/// Decode with symphonia. The demuxer reads from the upload's own buffer (no copy); it is
+/// dropped with the reader when this returns.
 pub(crate) fn decode(
-    bytes: &[u8],
+    bytes: bytes::Bytes,
     container: Container,
     max_seconds: f64,
 ) -> Result<(Pcm, String)> {
+    let amr_in_mp4 = if container == Container::Mp4 {
+        amr::sample_entry_in_mp4(&bytes)
+    } else {
+        None
+    };
     let mss = MediaSourceStream::new(
-        Box::new(Cursor::new(bytes.to_vec())),
+        Box::new(Cursor::new(bytes)),
         MediaSourceStreamOptions::default(),
     );
     let opts = FormatOptions {
@@ -31,11 +38,6 @@ pub(crate) fn decode(
     };
     let reader: Box<dyn FormatReader> =
         open(container, mss, &opts).map_err(|e| open_error(container, e))?;
-    let amr_in_mp4 = if container == Container::Mp4 {
-        amr::sample_entry_in_mp4(bytes)
-    } else {
-        None
-    };
     decode_reader(reader, container, amr_in_mp4, max_seconds)
 }
 

@@ -12,6 +12,7 @@ mod sniff;
 mod structure;
 pub mod vad;
 
+use bytes::Bytes;
 use serde::Serialize;
 
 pub use sniff::{sniff, Container};
@@ -118,40 +119,72 @@ impl Pcm {
     }
 }
 
+/// An upload's bytes, given to [`decode`] by value or by reference. Owned bytes (`Bytes`,
+/// `Vec<u8>`) are decoded without a copy and freed as soon as the audio is out of them;
+/// borrowed ones are copied once, since the demuxers need to own what they read.
+pub trait AudioBytes: AsRef<[u8]> {
+    fn into_bytes(self) -> Bytes;
+}
+
+impl AudioBytes for Bytes {
+    fn into_bytes(self) -> Bytes {
+        self
+    }
+}
+
+impl AudioBytes for Vec<u8> {
+    fn into_bytes(self) -> Bytes {
+        Bytes::from(self)
+    }
+}
+
+impl<T: AsRef<[u8]> + ?Sized> AudioBytes for &T {
+    fn into_bytes(self) -> Bytes {
+        Bytes::copy_from_slice(self.as_ref())
+    }
+}
+
 /// Decode any supported upload to 16 kHz mono, enforcing the limits in `cfg`.
-pub fn decode(bytes: &[u8], cfg: &AudioConfig) -> Result<DecodedAudio> {
-    if bytes.is_empty() {
+pub fn decode(bytes: impl AudioBytes, cfg: &AudioConfig) -> Result<DecodedAudio> {
+    let raw = bytes.as_ref();
+    if raw.is_empty() {
         return Err(Error::EmptyAudio);
     }
-    if bytes.len() > cfg.max_bytes {
+    if raw.len() > cfg.max_bytes {
         return Err(Error::PayloadTooLarge {
-            bytes: bytes.len(),
+            bytes: raw.len(),
             limit: cfg.max_bytes,
         });
     }
-    let container = sniff(bytes)?;
+    let container = sniff(raw)?;
     // Decode a little past the limit so "exactly at the limit" is not mistaken for "over it".
     let decode_limit = cfg.max_seconds + 0.05;
+    // Each arm consumes the upload: its bytes are freed once the PCM is out of them.
     let (pcm, codec) = match container {
-        Container::AmrNb | Container::AmrWb => amr::decode_file(bytes, container, decode_limit)?,
+        Container::AmrNb | Container::AmrWb => {
+            let decoded = amr::decode_file(raw, container, decode_limit);
+            drop(bytes);
+            decoded?
+        }
         // The demuxers are third-party parsers fed untrusted bytes. Sizes they would allocate
         // from are checked first (a failed allocation aborts the process and cannot be caught);
         // an internal assertion in one of them (symphonia's Matroska reader has one that damaged
         // files reach) must become a clean error for this upload, not take the worker down.
         _ => {
             let checked = match container {
-                Container::Mp4 => structure::check_mp4(bytes),
-                Container::Matroska => structure::check_matroska(bytes),
-                Container::Wav => structure::check_wav(bytes),
-                Container::Flac => structure::check_flac(bytes),
-                Container::Ogg => structure::check_ogg(bytes),
+                Container::Mp4 => structure::check_mp4(raw),
+                Container::Matroska => structure::check_matroska(raw),
+                Container::Wav => structure::check_wav(raw),
+                Container::Flac => structure::check_flac(raw),
+                Container::Ogg => structure::check_ogg(raw),
                 _ => Ok(()),
             };
             checked.map_err(|why| {
                 Error::CorruptAudio(format!("{} file is damaged: {why}", container.name()))
             })?;
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                container::decode(bytes, container, decode_limit)
+            let owned = bytes.into_bytes();
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                container::decode(owned, container, decode_limit)
             }))
             .unwrap_or_else(|_| {
                 Err(Error::CorruptAudio(format!(
@@ -417,5 +450,31 @@ mod tests {
             decode(&[0u8; 11], &cfg).unwrap_err().code(),
             "payload_too_large"
         );
+    }
+
+    #[test]
+    fn owned_and_borrowed_uploads_decode_alike() {
+        let mut wav = std::io::Cursor::new(Vec::new());
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 44_100,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::new(&mut wav, spec).unwrap();
+        for i in 0..2 * 44_100 * 2 {
+            w.write_sample(((i as f32 * 0.01).sin() * 8000.0) as i16)
+                .unwrap();
+        }
+        w.finalize().unwrap();
+        let wav = wav.into_inner();
+        let cfg = AudioConfig::default();
+        let borrowed = decode(&wav, &cfg).unwrap();
+        let owned = decode(Bytes::from(wav.clone()), &cfg).unwrap();
+        let vec = decode(wav, &cfg).unwrap();
+        assert_eq!(borrowed.samples, owned.samples);
+        assert_eq!(borrowed.samples, vec.samples);
+        assert_eq!(owned.info.source_channels, 2);
+        assert!((owned.duration_s() - 2.0).abs() < 0.01);
     }
 }
