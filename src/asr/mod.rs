@@ -471,7 +471,9 @@ fn decode_chunk(
             .to_str_lossy()
             .map(|s| s.into_owned())
             .unwrap_or_default();
-        let text = zh::to_simplified(raw.trim());
+        // A segment whisper cut off inside a character (its token limit, or the tokens after its
+        // last timestamp dropped) ends in bytes that are no character: they carry no text.
+        let text = zh::to_simplified(raw.trim()).replace('\u{FFFD}', "");
         if text.is_empty() {
             continue;
         }
