@@ -35,8 +35,9 @@ pub struct ByteRules {
     /// First special token: ids from here on are not text.
     eot: i32,
     n_vocab: usize,
-    /// The bytes of each text token, to read the end of the decoded text.
-    bytes: Vec<Vec<u8>>,
+    /// The last (up to) four bytes of each text token and how many there are: all it takes
+    /// to read the end of the decoded text.
+    ends: Vec<([u8; 4], u8)>,
 }
 
 fn is_cont(b: u8) -> bool {
@@ -94,12 +95,21 @@ impl ByteRules {
                 beginning.push(id as i32);
             }
         }
+        let ends = bytes
+            .iter()
+            .map(|b| {
+                let tail = &b[b.len().saturating_sub(4)..];
+                let mut end = [0u8; 4];
+                end[..tail.len()].copy_from_slice(tail);
+                (end, tail.len() as u8)
+            })
+            .collect();
         ByteRules {
             continuing,
             beginning,
             eot,
             n_vocab,
-            bytes,
+            ends,
         }
     }
 
@@ -111,8 +121,10 @@ impl ByteRules {
             if t >= self.eot || t < 0 {
                 break;
             }
-            let b = &self.bytes[t as usize];
-            let mut joined = b.clone();
+            let Some((end, n)) = self.ends.get(t as usize) else {
+                break;
+            };
+            let mut joined = end[..*n as usize].to_vec();
             joined.extend_from_slice(&tail);
             tail = joined;
             if tail.len() >= 4 {
