@@ -97,6 +97,48 @@ pub fn sparse(text: &str, speech_s: f64, min_chars_per_s: f64) -> bool {
     chars > 0 && (chars as f64) < min_chars_per_s * speech_s
 }
 
+/// Clauses of a segment that only list words of the prompt ("配件供货、库存告急、配送时效"): whisper
+/// echoing the prompt's list into noise or unclear speech, inside a segment that also holds
+/// real text. A clause counts when it is two or more items separated by "、", every one of them
+/// a word of `items` (the prompt's list). Returns the text without those clauses, and the
+/// clauses removed. A rep's own sentence that names needs ("聊了价格异议、竞品动态") is not
+/// an echo: its parts are not bare list words.
+pub fn strip_list_echo(text: &str, items: &[&str]) -> (String, Vec<String>) {
+    if items.is_empty() {
+        return (text.to_string(), Vec::new());
+    }
+    let known: std::collections::HashSet<String> = items.iter().map(|i| squash(i)).collect();
+    let is_break = |c: char| "，,。.！!？?；;：:\n".contains(c);
+    let mut kept = String::new();
+    let mut echoed = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        // One clause and the punctuation after it.
+        let end = rest.find(is_break).unwrap_or(rest.len());
+        let mut stop = end;
+        for c in rest[end..].chars() {
+            if is_break(c) || c.is_whitespace() {
+                stop += c.len_utf8();
+            } else {
+                break;
+            }
+        }
+        let (clause, piece) = (&rest[..end], &rest[..stop]);
+        let parts: Vec<String> = clause
+            .split(['、', ' '])
+            .map(squash)
+            .filter(|p| !p.is_empty())
+            .collect();
+        if parts.len() >= 2 && parts.iter().all(|p| known.contains(p)) {
+            echoed.push(clause.trim().to_string());
+        } else {
+            kept.push_str(piece);
+        }
+        rest = &rest[stop..];
+    }
+    (kept, echoed)
+}
+
 /// Longest repeated unit looked for, in characters: whisper's loops repeat whole sentences.
 const MAX_LOOP_UNIT: usize = 48;
 
@@ -201,6 +243,30 @@ mod tests {
             Verdict::PromptEcho
         );
         assert_eq!(judge("镇痛方案不错", prompt, 0.2, 0.9, 0.6), Verdict::Keep);
+    }
+
+    #[test]
+    fn listed_prompt_words_inside_a_segment_are_an_echo() {
+        let items = ["配件供货", "库存告急", "配送时效", "价格异议", "竞品动态"];
+        let (t, e) = strip_list_echo(
+            "这次去拜访客户,配件供货、库存告急、配送时效。首先说一下价格",
+            &items,
+        );
+        assert_eq!(t, "这次去拜访客户,首先说一下价格");
+        assert_eq!(e, vec!["配件供货、库存告急、配送时效"]);
+        // A rep naming needs in a sentence of their own is kept.
+        for said in [
+            "聊了价格异议、竞品动态，下周再去",
+            "价格异议、竞品动态都聊了",
+            "客户说配送时效太差",
+        ] {
+            let (t, e) = strip_list_echo(said, &items);
+            assert_eq!((t.as_str(), e.len()), (said, 0));
+        }
+        assert_eq!(
+            strip_list_echo("配件供货、库存告急", &[]).0,
+            "配件供货、库存告急"
+        );
     }
 
     #[test]

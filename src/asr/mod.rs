@@ -201,6 +201,22 @@ impl Asr {
         }
     }
 
+    /// The words listed in a prompt made by [`Asr::build_prompt`] (between head and tail).
+    pub fn prompt_items<'p>(&self, prompt: &'p str) -> Vec<&'p str> {
+        let list = prompt
+            .strip_prefix(self.cfg.prompt_head.as_str())
+            .unwrap_or(prompt);
+        let list = list
+            .strip_suffix(self.cfg.prompt_tail.as_str())
+            .unwrap_or(list);
+        if self.cfg.prompt_separator.is_empty() {
+            return vec![list];
+        }
+        list.split(self.cfg.prompt_separator.as_str())
+            .filter(|w| !w.trim().is_empty())
+            .collect()
+    }
+
     /// An initial prompt in Simplified Chinese built from domain words, as many as fit the budget.
     /// Whisper continues in the script and vocabulary of its prompt, so this both keeps the output
     /// Simplified and biases it toward the product and customer words reps say.
@@ -461,6 +477,7 @@ fn decode_chunk(
     state
         .full(params, samples)
         .map_err(|e| Error::Asr(e.to_string()))?;
+    let items = prompt.map(|p| asr.prompt_items(p)).unwrap_or_default();
 
     let mut out = Transcript {
         language: "zh".into(),
@@ -505,6 +522,14 @@ fn decode_chunk(
         let (text, looped) = guard::collapse_repetitions(&text);
         if looped {
             tracing::debug!("collapsed a repetition loop in a segment");
+        }
+        let (text, echoed) = guard::strip_list_echo(&text, &items);
+        out.dropped.extend(echoed.into_iter().map(|text| Dropped {
+            text,
+            reason: "prompt_echo",
+        }));
+        if guard::squash(&text).is_empty() {
+            continue;
         }
         let start = to_original(seg.start_timestamp() as f64 / 100.0);
         let end = to_original((seg.end_timestamp() as f64 / 100.0).min(seconds));
