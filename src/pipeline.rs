@@ -96,8 +96,8 @@ impl Speech {
 
     /// Decode, gate with the VAD, and transcribe one upload. Given the bytes by value (the
     /// service's queue does), they are decoded without a copy and freed as soon as the PCM is
-    /// out of them, and the decoded audio once the
-    /// speech is cut out of it: only what whisper needs is held while it runs.
+    /// out of them, and the decoded audio once the speech is cut out of it: only what whisper
+    /// needs is held while it runs.
     pub fn transcribe(
         &self,
         worker: &mut AsrWorker,

@@ -96,55 +96,66 @@ impl Metrics {
     /// The Prometheus text exposition, with the gauges the caller passes in.
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
-        out.push_str("# HELP needtag_http_requests_total HTTP requests by method, route and status.\n# TYPE needtag_http_requests_total counter\n");
-        for ((m, r, s), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "needtag_http_requests_total{{method=\"{m}\",route=\"{r}\",status=\"{s}\"}} {n}"
-            );
-        }
-        out.push_str("# HELP needtag_http_request_duration_seconds Request latency by method and route.\n# TYPE needtag_http_request_duration_seconds histogram\n");
-        for ((m, r), h) in self
-            .latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            h.render(
-                &mut out,
-                "needtag_http_request_duration_seconds",
-                &format!("method=\"{m}\",route=\"{r}\""),
-            );
-        }
-        out.push_str("# HELP needtag_stage_duration_seconds Time per pipeline stage (decode, vad, asr, tag).\n# TYPE needtag_stage_duration_seconds histogram\n");
-        for (s, h) in self.stages.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            h.render(
-                &mut out,
-                "needtag_stage_duration_seconds",
-                &format!("stage=\"{s}\""),
-            );
-        }
-        out.push_str("# HELP needtag_transcript_dropped_total Whisper output the guards removed, by reason (sparse_with_prompt: a prompted decode that skipped speech, replaced by one without the prompt).\n# TYPE needtag_transcript_dropped_total counter\n");
-        for (r, n) in self
-            .dropped
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "needtag_transcript_dropped_total{{reason=\"{r}\"}} {n}"
-            );
-        }
+        counters(
+            &mut out,
+            "needtag_http_requests_total",
+            "HTTP requests by method, route and status.",
+            &self.requests,
+            |(m, r, s)| format!("method=\"{m}\",route=\"{r}\",status=\"{s}\""),
+        );
+        histograms(
+            &mut out,
+            "needtag_http_request_duration_seconds",
+            "Request latency by method and route.",
+            &self.latency,
+            |(m, r)| format!("method=\"{m}\",route=\"{r}\""),
+        );
+        histograms(
+            &mut out,
+            "needtag_stage_duration_seconds",
+            "Time per pipeline stage (decode, vad, asr, tag).",
+            &self.stages,
+            |s| format!("stage=\"{s}\""),
+        );
+        counters(
+            &mut out,
+            "needtag_transcript_dropped_total",
+            "Whisper output the guards removed, by reason (sparse_with_prompt: a prompted decode that skipped speech, replaced by one without the prompt).",
+            &self.dropped,
+            |r| format!("reason=\"{r}\""),
+        );
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
         out
+    }
+}
+
+/// One counter family: its HELP and TYPE lines, then a line per label set.
+fn counters<K>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    values: &Mutex<BTreeMap<K, u64>>,
+    labels: impl Fn(&K) -> String,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (k, n) in values.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let _ = writeln!(out, "{name}{{{}}} {n}", labels(k));
+    }
+}
+
+/// One histogram family: its HELP and TYPE lines, then the buckets of each label set.
+fn histograms<K>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    values: &Mutex<BTreeMap<K, Histogram>>,
+    labels: impl Fn(&K) -> String,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (k, h) in values.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        h.render(out, name, &labels(k));
     }
 }
 
