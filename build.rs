@@ -23,7 +23,8 @@ fn embed_library() {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "toml") {
+            let verifier = sub.is_empty() && path.file_name().is_some_and(|n| n == "verifier.json");
+            if path.extension().is_some_and(|e| e == "toml") || verifier {
                 println!("cargo:rerun-if-changed={}", path.display());
                 let rel = path
                     .strip_prefix(&root)

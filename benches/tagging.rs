@@ -1,5 +1,5 @@
-//! Text tagging per memo, keyword-only and hybrid (one thread): the development set's memos,
-//! one after another.
+//! Text tagging per memo, keyword-only and hybrid (one thread), with the library's verifier
+//! (the default) and with thresholds alone: the development set's memos, one after another.
 
 mod common;
 
@@ -27,12 +27,18 @@ fn tagging(c: &mut Criterion) {
     let hybrid = Matcher::build(lib.clone(), Some(embedder)).unwrap();
     let mut g = c.benchmark_group("tag_memo");
     g.throughput(Throughput::Elements(1));
-    for (name, m, semantic) in [("keyword", &keyword, false), ("hybrid", &hybrid, true)] {
+    for (name, m, semantic, verifier) in [
+        ("keyword", &keyword, false, true),
+        ("hybrid", &hybrid, true, true),
+        ("keyword_thresholds_only", &keyword, false, false),
+        ("hybrid_thresholds_only", &hybrid, true, false),
+    ] {
         let mut i = 0;
+        let how = needtag::pipeline::TagOptions::new(semantic, verifier);
         g.bench_function(name, |b| {
             b.iter(|| {
                 i = (i + 1) % texts.len();
-                needtag::pipeline::tag(m, &texts[i], None, semantic).unwrap()
+                needtag::pipeline::tag(m, &texts[i], None, how).unwrap()
             })
         });
     }

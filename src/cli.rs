@@ -67,9 +67,13 @@ enum Command {
         /// Keywords and BM25 only, without sentence embeddings.
         #[arg(long)]
         keyword_only: bool,
-        /// Add every need's matching features and evidence, fired or not.
+        /// Add every need's matching features and evidence, fired or not, and the candidates
+        /// the verifier dropped with its reasons.
         #[arg(long)]
         explain: bool,
+        /// Decide needs by the scoring weights and thresholds alone, without the verifier.
+        #[arg(long)]
+        no_verifier: bool,
     },
     /// Transcribe and tag a voice memo (JSON).
     Memo {
@@ -105,6 +109,42 @@ enum Command {
         /// Fit the library's scoring weights on this file and print them as TOML for library.toml.
         #[arg(long)]
         fit: bool,
+        /// Decide needs by the scoring weights and thresholds alone, without the verifier.
+        #[arg(long)]
+        no_verifier: bool,
+    },
+    /// Fit the library's verifier on labeled memos (JSONL) and write it to the library
+    /// directory's verifier.json; prints the cross-validated scores.
+    Fit {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Where to write the verifier (default: verifier.json in --library, or need-library/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Folds for out-of-fold features, the threshold and the cross-validated scores.
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        /// Tagging threshold instead of the one that maximises out-of-fold micro-F1.
+        #[arg(long)]
+        threshold: Option<f32>,
+        /// Inverse regularisation of the memo classifier.
+        #[arg(long)]
+        memo_c: Option<f32>,
+        /// Inverse regularisation of the topic and state models.
+        #[arg(long)]
+        head_c: Option<f32>,
+        /// Weights kept per memo-classifier head.
+        #[arg(long)]
+        memo_keep: Option<usize>,
+        /// Memos an n-gram must occur in to enter the memo classifier's vocabulary.
+        #[arg(long)]
+        memo_min_df: Option<usize>,
+        /// Largest vocabulary of the memo classifier (the most frequent n-grams).
+        #[arg(long)]
+        memo_max_terms: Option<usize>,
+        /// Leave out state weights of a smaller magnitude.
+        #[arg(long)]
+        min_weight: Option<f32>,
     },
     /// Run the HTTP service (see README: endpoints, configuration).
     Serve {
@@ -256,9 +296,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             recorded_at,
             keyword_only,
             explain,
+            no_verifier,
         } => {
             let mut cfg = config(&cli.global)?;
             cfg.matcher.semantic = !keyword_only;
+            cfg.matcher.verifier &= !no_verifier;
             let text = match text {
                 Some(t) => t,
                 None => {
@@ -268,7 +310,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 }
             };
             let engine = Engine::load(&cfg, false)?;
-            let out = engine.tag_text(&text, parse_time(recorded_at.as_deref())?, !keyword_only)?;
+            let how = needtag::pipeline::TagOptions {
+                semantic: !keyword_only,
+                verifier: cfg.matcher.verifier,
+                explain,
+            };
+            let out = engine.tag_text_with(&text, parse_time(recorded_at.as_deref())?, how)?;
             let mut v = serde_json::to_value(&out)?;
             if explain {
                 let loaded = engine.current();
@@ -315,9 +362,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             misses,
             features,
             fit,
+            no_verifier,
         } => {
             let mut cfg = config(&cli.global)?;
             cfg.matcher.semantic = !keyword_only;
+            cfg.matcher.verifier &= !no_verifier;
             if fit {
                 return crate::report::fit(&cfg, &files);
             }
@@ -330,6 +379,38 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 misses,
                 features.as_deref(),
             )
+        }
+        Command::Fit {
+            files,
+            out,
+            folds,
+            threshold,
+            memo_c,
+            head_c,
+            memo_keep,
+            memo_min_df,
+            memo_max_terms,
+            min_weight,
+        } => {
+            let cfg = config(&cli.global)?;
+            let mut o = needtag::verifier::fit::Options {
+                folds,
+                threshold,
+                ..Default::default()
+            };
+            o.memo_c = memo_c.unwrap_or(o.memo_c);
+            o.head_c = head_c.unwrap_or(o.head_c);
+            o.memo_keep = memo_keep.unwrap_or(o.memo_keep);
+            o.memo_min_df = memo_min_df.unwrap_or(o.memo_min_df);
+            o.memo_max_terms = memo_max_terms.unwrap_or(o.memo_max_terms);
+            o.min_weight = min_weight.unwrap_or(o.min_weight);
+            let out = out.unwrap_or_else(|| {
+                cfg.library
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("need-library"))
+                    .join(needtag::verifier::FILE)
+            });
+            crate::report::fit_verifier(&cfg, &files, &out, &o)
         }
         Command::Serve {
             bind,
@@ -363,7 +444,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                         lib.actions.len(),
                         lib.packs.len()
                     );
-                    Ok(ExitCode::SUCCESS)
+                    let conflicts = check_notes(&cli.global, &lib)?;
+                    Ok(if conflicts > 0 {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    })
                 }
                 Err(needtag::Error::Library(problems)) => {
                     for p in &problems.0 {
@@ -486,6 +572,99 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             asr_eval(&cfg, &dir, json, tags, by_domain)
         }
     }
+}
+
+/// What `library check` says beyond validity: the verifier, the needs it was not fitted on,
+/// and each need's counter-examples; with the sentence encoder available, a counter-example
+/// as close to one of the need's own examples as a vetoing clause would be is a conflict.
+/// Returns the number of conflicts.
+fn check_notes(global: &Global, lib: &needtag::library::Library) -> Result<usize> {
+    match &lib.verifier {
+        Some(v) => {
+            let cv = |mode: &str| {
+                v.info
+                    .cross_validation
+                    .as_ref()
+                    .and_then(|c| c.pointer(&format!("/needs/{mode}/f1")))
+                    .and_then(|f| f.as_f64())
+                    .map(|f| format!(", cross-validated F1 {f:.3}"))
+                    .unwrap_or_default()
+            };
+            println!(
+                "verifier: fitted on {} memos ({}); threshold hybrid {:.2}{}, keyword {:.2}{}",
+                v.info.memos,
+                v.info.files.join(", "),
+                v.needs.hybrid.threshold,
+                cv("hybrid"),
+                v.needs.keyword.threshold,
+                cv("keyword"),
+            );
+            let missing: Vec<&str> = lib
+                .needs
+                .iter()
+                .filter(|n| !v.needs.memo.labels.contains(&n.id))
+                .map(|n| n.id.as_str())
+                .collect();
+            if !missing.is_empty() {
+                println!(
+                    "  not fitted on, decided by their thresholds until `needtag fit` runs again: {}",
+                    missing.join(", ")
+                );
+            }
+        }
+        None => {
+            println!("verifier: none (no verifier.json); needs are decided by their thresholds")
+        }
+    }
+    let with_counter: Vec<&needtag::library::Need> = lib
+        .needs
+        .iter()
+        .filter(|n| !n.counter_examples.is_empty())
+        .collect();
+    if with_counter.is_empty() {
+        return Ok(0);
+    }
+    println!("counter-examples:");
+    for n in &with_counter {
+        println!("  {} ({}):", n.id, n.counter_examples.len());
+        for c in &n.counter_examples {
+            println!("    - {c}");
+        }
+    }
+    let cfg = config(global)?;
+    let embedder = match needtag::matcher::Embedder::from_config(&cfg) {
+        Ok(e) => e,
+        Err(e) => {
+            println!("  (not compared with the needs' examples: the sentence encoder is unavailable: {e})");
+            return Ok(0);
+        }
+    };
+    let mut conflicts = 0;
+    for n in &with_counter {
+        let norm = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|t| needtag::text::normalize(t).into_iter().collect())
+                .collect()
+        };
+        let (ex, co) = (norm(&n.examples), norm(&n.counter_examples));
+        fn refs(v: &[String]) -> Vec<&str> {
+            v.iter().map(String::as_str).collect()
+        }
+        let (ev, cv) = (embedder.embed(&refs(&ex))?, embedder.embed(&refs(&co))?);
+        for (ci, c) in cv.iter().enumerate() {
+            for (ei, e) in ev.iter().enumerate() {
+                let sim = needtag::matcher::embed::dot(c, e);
+                if sim >= needtag::matcher::COUNTER_SIMILARITY {
+                    conflicts += 1;
+                    println!(
+                        "  conflict: need.{}.counter_examples {:?} is as close to its example {:?} ({sim:.2}) as a clause it vetoes; reword one of them",
+                        n.id, n.counter_examples[ci], n.examples[ei]
+                    );
+                }
+            }
+        }
+    }
+    Ok(conflicts)
 }
 
 /// A labeled recording: audio file, reference text, and its domain when the list gives one.

@@ -202,6 +202,9 @@ pub struct MatcherConfig {
     /// a time. Each copy holds its own weights (about 60 MB); on two cores one copy tags as many
     /// texts per second as two (measured with benches/load/run.sh).
     pub embedding_sessions: usize,
+    /// Decide needs with the library's fitted verifier (`verifier.json`) when it has one;
+    /// off: by each need's fused confidence and threshold alone.
+    pub verifier: bool,
 }
 
 impl Default for MatcherConfig {
@@ -210,6 +213,7 @@ impl Default for MatcherConfig {
             semantic: true,
             embedding_threads: 1,
             embedding_sessions: 1,
+            verifier: true,
         }
     }
 }

@@ -76,7 +76,7 @@ pub struct Prediction {
 pub fn predict(
     matcher: &Matcher,
     memos: &[Memo],
-    semantic: bool,
+    how: pipeline::TagOptions,
     progress: &dyn Fn(),
 ) -> Result<Vec<Prediction>> {
     let mut out = Vec::with_capacity(memos.len());
@@ -86,7 +86,7 @@ pub fn predict(
             .as_deref()
             .and_then(|s| DateTime::parse_from_rfc3339(s).ok());
         let t = Instant::now();
-        let tags = pipeline::tag(matcher, &m.text, recorded, semantic)?;
+        let tags = pipeline::tag(matcher, &m.text, recorded, how)?;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         out.push(Prediction {
             id: m.id.clone(),
@@ -136,6 +136,7 @@ fn kind_name(k: crate::result::EvidenceKind) -> &'static str {
         Pattern => "re",
         Semantic => "sem",
         Retrieval => "bm25",
+        Context => "context",
     }
 }
 
@@ -154,13 +155,13 @@ pub fn features(matcher: &Matcher, memos: &[Memo], semantic: bool) -> Result<Vec
     for m in memos {
         let a = matcher.analyze(&m.text, semantic)?;
         for (ni, need) in matcher.lib.needs.iter().enumerate() {
-            let (f, _, _) = matcher.need_evidence(&a, ni);
+            let c = matcher.need_evidence(&a, ni);
             rows.push(FeatureRow {
                 memo: m.id.clone(),
                 need: need.id.clone(),
                 gold: m.needs.contains(&need.id),
                 negated_gold: m.negated_needs.contains(&need.id),
-                features: f,
+                features: c.features,
             });
         }
     }

@@ -18,6 +18,7 @@ pub mod onnx;
 pub mod pipeline;
 pub mod result;
 pub mod text;
+pub mod verifier;
 pub mod zh;
 
 pub use config::Config;

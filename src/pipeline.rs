@@ -356,6 +356,21 @@ impl Engine {
         recorded_at: Option<DateTime<FixedOffset>>,
         semantic: bool,
     ) -> Result<TextResult> {
+        self.tag_text_with(
+            text,
+            recorded_at,
+            TagOptions::new(semantic, self.cfg.matcher.verifier),
+        )
+    }
+
+    /// Tag a text with the current library, as `how` says (`semantic` only when the engine
+    /// has the sentence encoder).
+    pub fn tag_text_with(
+        &self,
+        text: &str,
+        recorded_at: Option<DateTime<FixedOffset>>,
+        how: TagOptions,
+    ) -> Result<TextResult> {
         let loaded = self.current();
         let text = text.trim();
         if text.is_empty() {
@@ -369,8 +384,9 @@ impl Engine {
             });
         }
         let t = Instant::now();
-        let semantic = semantic && loaded.matcher.has_semantic();
-        let tags = tag(&loaded.matcher, text, recorded_at, semantic)?;
+        let semantic = how.semantic && loaded.matcher.has_semantic();
+        let how = TagOptions { semantic, ..how };
+        let tags = tag(&loaded.matcher, text, recorded_at, how)?;
         let tag_ms = ms(t);
         Ok(TextResult {
             text: text.to_string(),
@@ -406,7 +422,7 @@ impl Engine {
             &loaded.matcher,
             &tr.transcript.text,
             Some(recorded_at),
-            loaded.matcher.has_semantic(),
+            TagOptions::new(loaded.matcher.has_semantic(), self.cfg.matcher.verifier),
         )?;
         let mut timings = tr.timings;
         timings.tag_ms = ms(t);
@@ -433,20 +449,49 @@ pub fn now() -> DateTime<FixedOffset> {
     Utc::now().with_timezone(&FixedOffset::east_opt(8 * 3600).unwrap())
 }
 
+/// How a text is tagged.
+#[derive(Debug, Clone, Copy)]
+pub struct TagOptions {
+    /// Sentence embeddings besides keywords (when the engine has them).
+    pub semantic: bool,
+    /// Decide needs with the library's verifier (when it has one).
+    pub verifier: bool,
+    /// Report the candidates that were not tagged, and why.
+    pub explain: bool,
+}
+
+impl TagOptions {
+    pub fn new(semantic: bool, verifier: bool) -> TagOptions {
+        TagOptions {
+            semantic,
+            verifier,
+            explain: false,
+        }
+    }
+}
+
 /// Needs, actions, next steps, contacts and the vague flag of a text.
 pub fn tag(
     matcher: &Matcher,
     text: &str,
     recorded_at: Option<DateTime<FixedOffset>>,
-    semantic: bool,
+    how: TagOptions,
 ) -> Result<Tags> {
-    let analysis = matcher.analyze(text, semantic)?;
-    let (needs, ruled_out) = matcher.tag_needs(&analysis);
+    let analysis = matcher.analyze(text, how.semantic)?;
+    let outcome = matcher.tag_needs(
+        &analysis,
+        crate::matcher::Decide {
+            verifier: how.verifier,
+            explain: how.explain,
+        },
+    );
+    let needs = outcome.tags;
     let today = recorded_at.unwrap_or_else(now).date_naive();
-    let report = actions::classify(matcher, &analysis, &needs, today);
+    let report = actions::classify(matcher, &analysis, &needs, today, how.verifier);
     Ok(Tags {
+        dropped: how.explain.then_some(outcome.dropped),
         needs,
-        ruled_out,
+        ruled_out: outcome.ruled_out,
         actions: report.actions,
         high_value: report.high_value,
         next_steps: report.next_steps,

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use needtag::eval::{self, Metrics, Prediction, Report};
 use needtag::library::Library;
 use needtag::matcher::{Embedder, Matcher};
+use needtag::pipeline::TagOptions;
 use needtag::Config;
 
 /// The sentence encoder when `semantic`, loaded once and shared by every library compared.
@@ -26,7 +27,7 @@ fn matcher(dir: Option<&Path>, embedder: Option<Arc<Embedder>>) -> Result<Matche
     Ok(Matcher::build(Arc::new(lib), embedder)?)
 }
 
-fn run(m: &Matcher, memos: &[eval::Memo], semantic: bool, label: &str) -> Result<Vec<Prediction>> {
+fn run(m: &Matcher, memos: &[eval::Memo], how: TagOptions, label: &str) -> Result<Vec<Prediction>> {
     let bar = ProgressBar::new(memos.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} memos, {eta} left")
@@ -37,7 +38,7 @@ fn run(m: &Matcher, memos: &[eval::Memo], semantic: bool, label: &str) -> Result
     if memos.len() < 50 {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let preds = eval::predict(m, memos, semantic, &|| bar.inc(1))?;
+    let preds = eval::predict(m, memos, how, &|| bar.inc(1))?;
     bar.finish_and_clear();
     Ok(preds)
 }
@@ -59,6 +60,7 @@ pub fn eval(
     misses: usize,
     features: Option<&Path>,
 ) -> Result<ExitCode> {
+    let how = TagOptions::new(semantic, cfg.matcher.verifier);
     let memos = load(files)?;
     let embedder = embedder(cfg, semantic)?;
     let base = matcher(cfg.library.as_deref(), embedder.clone())?;
@@ -71,12 +73,12 @@ pub fn eval(
         }
         std::fs::write(out, text)?;
     }
-    let preds = run(&base, &memos, semantic, "evaluating")?;
+    let preds = run(&base, &memos, how, "evaluating")?;
     let report = eval::report(&base, &memos, &preds, semantic);
     let comparison = match compare {
         Some(dir) => {
             let other = matcher(Some(dir), embedder.clone())?;
-            let other_preds = run(&other, &memos, semantic, "comparing")?;
+            let other_preds = run(&other, &memos, how, "comparing")?;
             let other_report = eval::report(&other, &memos, &other_preds, semantic);
             Some((
                 eval::compare(
@@ -132,6 +134,31 @@ pub fn eval(
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fit the library's verifier on labeled memos and write it into the library directory.
+pub fn fit_verifier(
+    cfg: &Config,
+    files: &[PathBuf],
+    out: &Path,
+    options: &needtag::verifier::fit::Options,
+) -> Result<ExitCode> {
+    let memos = load(files)?;
+    let m = matcher(cfg.library.as_deref(), embedder(cfg, true)?)?;
+    let started = std::time::Instant::now();
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let (verifier, report) = needtag::verifier::fit::fit(&m, &memos, names, options, &|step| {
+        eprintln!("[{:>6.1} s] {step}", started.elapsed().as_secs_f64())
+    })?;
+    std::fs::write(out, verifier.to_json())?;
+    eprintln!(
+        "wrote {} ({} memos, {:.0} s)",
+        out.display(),
+        memos.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,6 +9,7 @@ use crate::asr::Transcript;
 use crate::audio::AudioInfo;
 use crate::library::{Pack, Role, Tier};
 use crate::pipeline::Timings;
+use crate::verifier::Judgement;
 
 /// How a piece of evidence was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema, PartialOrd, Ord)]
@@ -26,6 +27,9 @@ pub enum EvidenceKind {
     Semantic,
     /// BM25 word overlap with the need's keywords, synonyms and examples (no verbatim term).
     Retrieval,
+    /// The clause the verifier read when the memo-level classifier, learned from labeled
+    /// memos, carried the tag without a term or a close example.
+    Context,
 }
 
 /// The text that fired a tag: a character span of the memo's text (Unicode scalar values,
@@ -50,6 +54,22 @@ pub struct NeedTag {
     pub confidence: f32,
     pub evidence: Vec<Evidence>,
     pub packs: Vec<Pack>,
+    /// Why the verifier kept it: its probability, the topic and expressed parts, and the
+    /// strongest reasons; absent when the need was decided by its threshold alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<Judgement>,
+}
+
+/// A need the text touched that was not tagged, and why (with `explain`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DroppedNeed {
+    pub id: String,
+    pub name: String,
+    pub confidence: f32,
+    /// The clause the decision read.
+    pub clause: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<Judgement>,
 }
 
 /// A need the memo mentions only to deny it or call it solved ("库存还够"): not tagged, reported
@@ -70,6 +90,9 @@ pub struct ActionTag {
     pub tier: Tier,
     pub confidence: f32,
     pub evidence: Vec<Evidence>,
+    /// Why the verifier counted it as done; absent when decided by the cues alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<Judgement>,
 }
 
 /// A commitment with its due date range (inclusive), resolved against `recorded_at`.
@@ -125,6 +148,9 @@ pub struct Tags {
     pub contacts: Vec<Contact>,
     pub vague: Vague,
     pub library_version: String,
+    /// Candidates not tagged, and why (only when explaining).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<Vec<DroppedNeed>>,
 }
 
 /// The result for a text (`needtag tag`, `POST /v1/tag`).

@@ -30,17 +30,31 @@ pub struct ActionReport {
     pub negated: Vec<String>,
 }
 
-struct Candidate {
-    action: usize,
-    clause: usize,
-    range: Range<usize>,
-    kind: EvidenceKind,
-    matched: String,
-    score: f32,
-    modality: Modality,
+/// An action the text mentions, with whether the cues say it was done.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub action: usize,
+    pub clause: usize,
+    pub range: Range<usize>,
+    pub kind: EvidenceKind,
+    pub matched: String,
+    pub score: f32,
+    pub modality: Modality,
 }
 
-pub fn classify(m: &Matcher, a: &Analysis, needs: &[NeedTag], today: NaiveDate) -> ActionReport {
+/// Action probability from the embeddings that makes a clause a candidate for the verifier.
+pub const CANDIDATE_SEMANTIC: f32 = 0.2;
+
+/// Every action mention: keywords and patterns, clauses the embeddings give an action at least
+/// `min_semantic`, and the `extra` (action, clause, score) the verifier's memo classifier
+/// proposes for actions nothing else found; each with its modality from the language cues.
+pub fn candidates(
+    m: &Matcher,
+    a: &Analysis,
+    today: NaiveDate,
+    min_semantic: f32,
+    extra: &[(usize, usize, f32)],
+) -> Vec<Candidate> {
     let lib = &m.lib;
     let clauses = &a.text.clauses;
     // Per clause: does it name a future date, and did an expectation in it not come true?
@@ -111,7 +125,7 @@ pub fn classify(m: &Matcher, a: &Analysis, needs: &[NeedTag], today: NaiveDate) 
             else {
                 continue;
             };
-            if p < SEMANTIC_ACTION || candidates.iter().any(|c| c.clause == ci && c.action == ai) {
+            if p < min_semantic || candidates.iter().any(|c| c.clause == ci && c.action == ai) {
                 continue;
             }
             let clause = &a.text.clauses[ci];
@@ -132,6 +146,42 @@ pub fn classify(m: &Matcher, a: &Analysis, needs: &[NeedTag], today: NaiveDate) 
             });
         }
     }
+    for &(ai, ci, score) in extra {
+        let Some(clause) = a.text.clauses.get(ci) else {
+            continue;
+        };
+        if ai >= lib.actions.len() || candidates.iter().any(|c| c.action == ai) {
+            continue;
+        }
+        let modality = modality_of(ai, ci, &(0..clause.norm.chars().count()));
+        candidates.push(Candidate {
+            action: ai,
+            clause: ci,
+            range: clause.range.clone(),
+            kind: EvidenceKind::Context,
+            matched: String::new(),
+            score,
+            modality,
+        });
+    }
+    candidates
+}
+
+/// The action tags of `candidates`, the planned and negated action ids, and the clauses of
+/// planned actions; decided by the verifier when given one (`judge` says whether an action's
+/// mentions report it as done), else by the cues alone.
+fn decide(
+    m: &Matcher,
+    a: &Analysis,
+    candidates: &[Candidate],
+    judge: Option<&dyn Fn(usize, &[&Candidate]) -> crate::verifier::Judgement>,
+) -> (
+    Vec<ActionTag>,
+    Vec<String>,
+    Vec<String>,
+    BTreeMap<usize, usize>,
+) {
+    let lib = &m.lib;
     let mut actions = Vec::new();
     let mut planned = Vec::new();
     let mut negated = Vec::new();
@@ -152,44 +202,110 @@ pub fn classify(m: &Matcher, a: &Analysis, needs: &[NeedTag], today: NaiveDate) 
             .iter()
             .filter(|c| c.modality == Modality::Done && !negated_clauses.contains(&c.clause))
             .collect();
-        if !done.is_empty() {
-            let confidence = done.iter().map(|c| c.score).fold(0.0f32, f32::max);
-            if confidence >= lib.action_threshold(def) {
-                let mut evidence: Vec<Evidence> = Vec::new();
-                for c in &done {
-                    if !evidence
-                        .iter()
-                        .any(|e| e.start < c.range.end && c.range.start < e.end)
-                    {
-                        evidence.push(m.evidence(a, c.range.clone(), c.kind, &c.matched, c.score));
-                    }
-                }
-                evidence.sort_by_key(|e| e.start);
-                actions.push(ActionTag {
-                    id: def.id.clone(),
-                    name: def.name.clone(),
-                    tier: def.tier,
-                    confidence,
-                    evidence,
-                });
-                continue;
+        let verdict = judge.map(|j| j(ai, &mine));
+        let (is_done, confidence, evidence_from): (bool, f32, Vec<&Candidate>) = match &verdict {
+            Some(v) => {
+                // The evidence: the mentions the cues read as done, else every mention.
+                let shown: Vec<&Candidate> = if done.is_empty() {
+                    mine.clone()
+                } else {
+                    done.iter().map(|c| **c).collect()
+                };
+                (v.keep, v.probability, shown)
             }
+            None => {
+                let confidence = done.iter().map(|c| c.score).fold(0.0f32, f32::max);
+                (
+                    !done.is_empty() && confidence >= lib.action_threshold(def),
+                    confidence,
+                    done.iter().map(|c| **c).collect(),
+                )
+            }
+        };
+        if is_done {
+            let mut evidence: Vec<Evidence> = Vec::new();
+            for c in &evidence_from {
+                if !evidence
+                    .iter()
+                    .any(|e| e.start < c.range.end && c.range.start < e.end)
+                {
+                    evidence.push(m.evidence(a, c.range.clone(), c.kind, &c.matched, c.score));
+                }
+            }
+            evidence.sort_by_key(|e| e.start);
+            actions.push(ActionTag {
+                id: def.id.clone(),
+                name: def.name.clone(),
+                tier: def.tier,
+                confidence: (confidence * 1000.0).round() / 1000.0,
+                evidence,
+                why: verdict,
+            });
+            continue;
         }
-        if mine
+        // Plans and failures are read from the cues, on the mentions strong enough to count
+        // without the verifier (weak semantic candidates exist only for it).
+        let strong =
+            |c: &&&Candidate| c.kind != EvidenceKind::Semantic || c.score >= SEMANTIC_ACTION;
+        let planned_here: Vec<&&Candidate> = mine
             .iter()
-            .any(|c| matches!(c.modality, Modality::Planned { .. }))
-        {
+            .filter(strong)
+            .filter(|c| matches!(c.modality, Modality::Planned { .. }))
+            .collect();
+        if !planned_here.is_empty() {
             planned.push(def.id.clone());
-            for c in mine
-                .iter()
-                .filter(|c| matches!(c.modality, Modality::Planned { .. }))
-            {
+            for c in planned_here {
                 plan_clauses.entry(c.clause).or_insert(ai);
             }
         } else if !negated_clauses.is_empty() {
             negated.push(def.id.clone());
         }
     }
+    (actions, planned, negated, plan_clauses)
+}
+
+pub fn classify(
+    m: &Matcher,
+    a: &Analysis,
+    needs: &[NeedTag],
+    today: NaiveDate,
+    verifier: bool,
+) -> ActionReport {
+    let lib = &m.lib;
+    let part = lib
+        .verifier
+        .as_deref()
+        .filter(|_| verifier)
+        .and_then(|v| v.actions.as_ref());
+    let ids: Vec<&str> = lib.actions.iter().map(|x| x.id.as_str()).collect();
+    let memo = part.map(|p| p.memo.scores(&a.text.norm_string(), &ids));
+    let candidates = match (part, &memo) {
+        (Some(part), Some(memo)) => {
+            let found: Vec<usize> = candidates(m, a, today, CANDIDATE_SEMANTIC, &[])
+                .iter()
+                .map(|c| c.action)
+                .collect();
+            let extra = crate::verifier::extra_candidates(&part.memo, memo, a, &ids, &found);
+            candidates(m, a, today, CANDIDATE_SEMANTIC, &extra)
+        }
+        _ => candidates(m, a, today, SEMANTIC_ACTION, &[]),
+    };
+    let (mut actions, planned, negated, plan_clauses) = match (part, memo) {
+        (Some(part), Some(memo)) => {
+            let heads = part.heads(a.semantic.is_some());
+            let judge = |ai: usize, mine: &[&Candidate]| {
+                let view = crate::verifier::features::MemoView {
+                    open: memo.open[ai].unwrap_or(0.0),
+                    topic: memo.topic[ai].unwrap_or(0.0),
+                };
+                let topic = crate::verifier::features::action(m, a, ai, mine, view, false);
+                let state = crate::verifier::features::action(m, a, ai, mine, view, true);
+                heads.judge(&topic, &state, 6)
+            };
+            decide(m, a, &candidates, Some(&judge))
+        }
+        _ => decide(m, a, &candidates, None),
+    };
     actions.sort_by(|x, y| {
         tier_rank(x.tier)
             .cmp(&tier_rank(y.tier))

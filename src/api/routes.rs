@@ -432,6 +432,9 @@ pub struct TagRequest {
     pub recorded_at: Option<String>,
     #[serde(default)]
     pub mode: Mode,
+    /// Also list the candidates that were not tagged, with the verifier's reasons.
+    #[serde(default)]
+    pub explain: bool,
 }
 
 async fn tag_one(
@@ -439,11 +442,16 @@ async fn tag_one(
     text: String,
     recorded_at: Option<&str>,
     mode: Mode,
+    explain: bool,
 ) -> Result<TextResult, ApiError> {
     let recorded_at = parse_time("recorded_at", recorded_at)?;
     let engine = state.get()?.engine.clone();
-    let semantic = mode == Mode::Hybrid;
-    let result = tokio::task::spawn_blocking(move || engine.tag_text(&text, recorded_at, semantic))
+    let how = crate::pipeline::TagOptions {
+        semantic: mode == Mode::Hybrid,
+        verifier: state.cfg.matcher.verifier,
+        explain,
+    };
+    let result = tokio::task::spawn_blocking(move || engine.tag_text_with(&text, recorded_at, how))
         .await
         .map_err(|_| ApiError::new("internal", "tagging failed"))??;
     state.metrics.stage("tag", result.timings.tag_ms / 1000.0);
@@ -466,7 +474,14 @@ pub async fn tag(State(state): Shared, headers: HeaderMap, body: Body) -> Respon
         let st = state.clone();
         Ok::<_, ApiError>(
             idempotent(&state, idem, fp, move || async move {
-                let r = tag_one(&st, req.text, req.recorded_at.as_deref(), req.mode).await?;
+                let r = tag_one(
+                    &st,
+                    req.text,
+                    req.recorded_at.as_deref(),
+                    req.mode,
+                    req.explain,
+                )
+                .await?;
                 Ok(Json(r).into_response())
             })
             .await,
@@ -532,7 +547,15 @@ pub async fn tag_batch(State(state): Shared, headers: HeaderMap, body: Body) -> 
         }
         let mut results = Vec::with_capacity(req.items.len());
         for item in req.items {
-            match tag_one(&state, item.text, item.recorded_at.as_deref(), req.mode).await {
+            match tag_one(
+                &state,
+                item.text,
+                item.recorded_at.as_deref(),
+                req.mode,
+                false,
+            )
+            .await
+            {
                 Ok(r) => results.push(BatchResult {
                     id: item.id,
                     result: Some(r),
@@ -564,6 +587,21 @@ pub struct LibraryInfo {
     pub actions: usize,
     pub packs: usize,
     pub needs_per_domain: std::collections::BTreeMap<String, usize>,
+    /// The fitted verifier, when the library has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verifier: Option<VerifierInfo>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifierInfo {
+    /// Labeled memos it was fitted on.
+    pub memos: usize,
+    pub threshold_hybrid: f32,
+    pub threshold_keyword: f32,
+    /// Cross-validated needs micro-F1 on those memos (hybrid), when measured.
+    pub cross_validated_f1: Option<f64>,
+    /// Whether the service decides needs with it (`matcher.verifier`).
+    pub in_use: bool,
 }
 
 /// The library in service: version and counts.
@@ -583,6 +621,18 @@ pub async fn library(State(state): Shared) -> Result<Json<LibraryInfo>, ApiError
         actions: lib.actions.len(),
         packs: lib.packs.len(),
         needs_per_domain: per,
+        verifier: lib.verifier.as_ref().map(|v| VerifierInfo {
+            memos: v.info.memos,
+            threshold_hybrid: v.needs.hybrid.threshold,
+            threshold_keyword: v.needs.keyword.threshold,
+            cross_validated_f1: v
+                .info
+                .cross_validation
+                .as_ref()
+                .and_then(|c| c.pointer("/needs/hybrid/f1"))
+                .and_then(|f| f.as_f64()),
+            in_use: state.cfg.matcher.verifier,
+        }),
     }))
 }
 
@@ -707,8 +757,9 @@ pub async fn eval(
     }
     let loaded = state.get()?.engine.current();
     let semantic = req.mode == Mode::Hybrid && loaded.matcher.has_semantic();
+    let how = crate::pipeline::TagOptions::new(semantic, state.cfg.matcher.verifier);
     let report = tokio::task::spawn_blocking(move || {
-        let preds = crate::eval::predict(&loaded.matcher, &memos, semantic, &|| {})?;
+        let preds = crate::eval::predict(&loaded.matcher, &memos, how, &|| {})?;
         Ok::<_, crate::Error>(crate::eval::report(
             &loaded.matcher,
             &memos,

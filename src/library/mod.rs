@@ -76,6 +76,9 @@ pub struct Need {
     pub keywords: Vec<String>,
     pub synonyms: Vec<String>,
     pub examples: Vec<String>,
+    /// Sentences that look like this need but are not it ("主任对镇痛方案挺满意，不用换"): a
+    /// clause that says nearly the same is not tagged with it.
+    pub counter_examples: Vec<String>,
     pub exclusions: Vec<String>,
     /// Confidence a tag needs; the library default when absent.
     pub threshold: Option<f32>,
@@ -166,6 +169,10 @@ pub struct Library {
     pub packs: Vec<Pack>,
     pub actions: Vec<ActionDef>,
     pub language: Language,
+    /// The fitted verifier (`verifier.json`); without it tags are decided by the scoring
+    /// weights and thresholds alone.
+    #[allow(clippy::struct_field_names)]
+    pub verifier: Option<std::sync::Arc<crate::verifier::Verifier>>,
     pack_index: HashMap<String, usize>,
 }
 
@@ -282,7 +289,9 @@ fn read_dir(dir: &Path) -> Result<Vec<(String, String)>> {
     };
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "toml") {
+        if path.extension().is_some_and(|e| e == "toml")
+            || path.file_name().is_some_and(|n| n == crate::verifier::FILE)
+        {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             read(name, &path)?;
         }
@@ -376,11 +385,11 @@ impl Validator {
         for (p, _) in files {
             let known = matches!(
                 p.as_str(),
-                "library.toml" | "language.toml" | "actions.toml"
+                "library.toml" | "language.toml" | "actions.toml" | crate::verifier::FILE
             ) || p.starts_with("needs/")
                 || p.starts_with("packs/");
             if !known {
-                self.problem(p, "", None, None, "not part of a library (expected library.toml, language.toml, actions.toml, needs/*.toml, packs/*.toml)".into());
+                self.problem(p, "", None, None, "not part of a library (expected library.toml, language.toml, actions.toml, verifier.json, needs/*.toml, packs/*.toml)".into());
             }
         }
         let mut missing = |name: &str| -> Option<&(String, String)> {
@@ -556,6 +565,30 @@ impl Validator {
                         self.problem(p, t, Some(e.span()), field("examples"), "empty text".into());
                     }
                 }
+                let examples: std::collections::HashSet<String> = raw
+                    .examples
+                    .iter()
+                    .map(|e| normalize_term(e.get_ref()))
+                    .collect();
+                let mut counters = std::collections::HashSet::new();
+                for e in &raw.counter_examples {
+                    let norm = normalize_term(e.get_ref());
+                    let problem = if norm.chars().count() < 4 {
+                        Some("a counter-example is a sentence (4 characters or more)".to_string())
+                    } else if examples.contains(&norm) {
+                        Some(format!(
+                            "{:?} is also one of this need's examples",
+                            e.get_ref()
+                        ))
+                    } else if !counters.insert(norm) {
+                        Some(format!("{:?} is listed twice", e.get_ref()))
+                    } else {
+                        None
+                    };
+                    if let Some(msg) = problem {
+                        self.problem(p, t, Some(e.span()), field("counter_examples"), msg);
+                    }
+                }
                 let threshold = raw.threshold.as_ref().map(|s| *s.get_ref());
                 if let Some(th) = &raw.threshold {
                     if !(0.0 < *th.get_ref() && *th.get_ref() < 1.0) {
@@ -601,6 +634,7 @@ impl Validator {
                     keywords: strings(raw.keywords),
                     synonyms: strings(raw.synonyms),
                     examples: strings(raw.examples),
+                    counter_examples: strings(raw.counter_examples),
                     exclusions: strings(raw.exclusions),
                     threshold,
                     packs: strings(raw.packs),
@@ -730,7 +764,18 @@ impl Validator {
                 });
             }
         }
+        let verifier = match get(crate::verifier::FILE) {
+            Some((p, t)) => match crate::verifier::Verifier::from_json(t) {
+                Ok(v) => Some(std::sync::Arc::new(v)),
+                Err(e) => {
+                    self.problem(p, "", None, None, e);
+                    None
+                }
+            },
+            None => None,
+        };
         Some(Library {
+            verifier,
             name: meta.name,
             description: meta.description,
             version,

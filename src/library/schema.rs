@@ -99,6 +99,9 @@ pub struct RawNeed {
     pub synonyms: Vec<Spanned<String>>,
     #[serde(default)]
     pub examples: Vec<Spanned<String>>,
+    /// Sentences that look like this need but are not it.
+    #[serde(default)]
+    pub counter_examples: Vec<Spanned<String>>,
     #[serde(default)]
     pub exclusions: Vec<Spanned<String>>,
     pub threshold: Option<Spanned<f32>>,

@@ -22,7 +22,7 @@ pub use index::Owner;
 
 use crate::error::{Error, Result};
 use crate::library::{normalize_term, Library, Weights};
-use crate::result::{Evidence, EvidenceKind, NeedTag, RuledOut};
+use crate::result::{DroppedNeed, Evidence, EvidenceKind, NeedTag, RuledOut};
 use crate::text::{self, Analyzed, Cues, Segmenter};
 use homophone::HomophoneIndex;
 use index::LibraryIndex;
@@ -30,6 +30,11 @@ use semantic::{ClauseSemantics, Semantic};
 
 /// Need probability from the embeddings shown as evidence for a clause without a term.
 const SEMANTIC_EVIDENCE: f32 = 0.3;
+/// Cosine similarity of a clause to one of a need's counter-examples above which (and above its
+/// similarity to the need's own examples) the need is not tagged from that clause.
+pub const COUNTER_SIMILARITY: f32 = 0.8;
+/// Need probability from the embeddings that makes a need a candidate without any term.
+pub const CANDIDATE_SEMANTIC: f32 = 0.1;
 /// Need probability high enough that a negated clause rules the need out.
 const SEMANTIC_STRONG: f32 = 0.5;
 
@@ -84,6 +89,72 @@ pub struct Analysis {
     pub bm25: Vec<HashMap<Owner, f32>>,
     /// Need and action probabilities from the sentence embeddings, per clause.
     pub semantic: Option<Vec<ClauseSemantics>>,
+}
+
+/// How needs are decided.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Decide {
+    /// Use the library's fitted verifier when it has one.
+    pub verifier: bool,
+    /// Also report the candidates that were not tagged, and why.
+    pub explain: bool,
+}
+
+/// The needs of a text: tagged, ruled out, and (when explaining) the other candidates.
+#[derive(Debug, Clone, Default)]
+pub struct NeedOutcome {
+    pub tags: Vec<NeedTag>,
+    pub ruled_out: Vec<RuledOut>,
+    pub dropped: Vec<DroppedNeed>,
+}
+
+/// The readable words of a context n-gram feature ("C:满意" → "满意"), if it is one.
+fn context_words(feature: &str) -> Option<String> {
+    let words = feature
+        .strip_prefix("C:")
+        .or_else(|| feature.strip_prefix("N:"))
+        .or_else(|| feature.strip_prefix("P:"))?;
+    let words: String = words
+        .chars()
+        .filter(|c| !matches!(c, '^' | '$' | '#'))
+        .collect();
+    (words.chars().count() >= 2).then_some(words)
+}
+
+/// A need term found in the text, and whether the language cues negate it there.
+#[derive(Debug, Clone)]
+pub struct Mention {
+    pub clause: usize,
+    /// Character range in the whole text.
+    pub range: Range<usize>,
+    pub kind: EvidenceKind,
+    pub matched: String,
+    pub negation: Option<text::Negation>,
+}
+
+/// The part of the memo a decision about a candidate reads around.
+#[derive(Debug, Clone)]
+pub struct Anchor {
+    pub clause: usize,
+    /// Character range in the whole text: the mention, or the whole clause when there is none.
+    pub range: Range<usize>,
+    /// Index into the candidate's mentions.
+    pub mention: Option<usize>,
+}
+
+/// A need the text touches, before anyone decides whether the memo expresses it.
+#[derive(Debug, Clone)]
+pub struct NeedCandidate {
+    pub need: usize,
+    pub features: NeedFeatures,
+    /// How strongly the need's topic is present: the library's fused confidence.
+    pub topic: f32,
+    /// Unnegated evidence.
+    pub evidence: Vec<Evidence>,
+    /// The first negated mention and its cue.
+    pub negated: Option<(Evidence, String)>,
+    pub mentions: Vec<Mention>,
+    pub anchor: Anchor,
 }
 
 /// Matching features of one need across a memo, before thresholding (for tuning and `eval`).
@@ -379,18 +450,78 @@ impl Matcher {
             .unwrap_or("")
     }
 
-    /// Need tags and needs ruled out by negation.
-    pub fn tag_needs(&self, a: &Analysis) -> (Vec<NeedTag>, Vec<RuledOut>) {
-        let mut tags = Vec::new();
-        let mut ruled_out = Vec::new();
-        for (ni, need) in self.lib.needs.iter().enumerate() {
-            let (features, evidence, negated) = self.need_evidence(a, ni);
-            if evidence.is_empty() && negated.is_none() {
-                continue;
+    /// Need tags and needs ruled out by negation, decided by the verifier when `how.verifier`
+    /// and the library has one, else by each need's fused confidence and threshold.
+    pub fn tag_needs(&self, a: &Analysis, how: Decide) -> NeedOutcome {
+        let verifier = self.lib.verifier.as_deref().filter(|_| how.verifier);
+        let memo = verifier.map(|v| {
+            let ids: Vec<&str> = self.lib.needs.iter().map(|n| n.id.as_str()).collect();
+            v.needs.memo.scores(&a.text.norm_string(), &ids)
+        });
+        let mut out = NeedOutcome::default();
+        let memo_vector = std::cell::OnceCell::new();
+        let candidates = match (verifier, &memo) {
+            (Some(v), Some(scores)) => {
+                let ids: Vec<&str> = self.lib.needs.iter().map(|n| n.id.as_str()).collect();
+                let mut found = self.need_candidates(a);
+                let present: Vec<usize> = found.iter().map(|c| c.need).collect();
+                let extra =
+                    crate::verifier::extra_candidates(&v.needs.memo, scores, a, &ids, &present);
+                found.extend(
+                    self.need_candidates_with(a, &extra)
+                        .into_iter()
+                        .filter(|c| !present.contains(&c.need)),
+                );
+                found
             }
-            let confidence = fuse(&features, self.weights(a));
-            if !evidence.is_empty() && confidence >= self.lib.need_threshold(need) {
-                tags.push(NeedTag {
+            _ => self.need_candidates(a),
+        };
+        for c in candidates {
+            let need = &self.lib.needs[c.need];
+            let view = memo.as_ref().and_then(|s| {
+                Some(crate::verifier::features::MemoView {
+                    open: s.open[c.need]?,
+                    topic: s.topic[c.need]?,
+                })
+            });
+            let judged = match (verifier, view) {
+                (Some(v), Some(view)) => {
+                    let heads = v.needs.heads(a.semantic.is_some());
+                    let topic = crate::verifier::features::need(a, &c, view, false);
+                    let state = crate::verifier::features::need(a, &c, view, true);
+                    let mut j = heads.judge(&topic, &state, 6);
+                    if let Some(hit) = self.counter_example(a, &c, &memo_vector) {
+                        j.keep = false;
+                        j.reasons.insert(
+                            0,
+                            crate::verifier::Reason {
+                                feature: format!("counter_example:{}", hit.0),
+                                weight: -hit.1,
+                            },
+                        );
+                    }
+                    Some(j)
+                }
+                _ => None,
+            };
+            let keep = match &judged {
+                Some(j) => j.keep,
+                None => !c.evidence.is_empty() && c.topic >= self.lib.need_threshold(need),
+            };
+            let confidence = judged.as_ref().map(|j| j.probability).unwrap_or(c.topic);
+            if keep {
+                let mut evidence = c.evidence;
+                if evidence.is_empty() {
+                    // Kept on the learned evidence alone: show the clause it read.
+                    evidence.push(self.evidence(
+                        a,
+                        c.anchor.range.clone(),
+                        EvidenceKind::Context,
+                        "",
+                        confidence,
+                    ));
+                }
+                out.tags.push(NeedTag {
                     id: need.id.clone(),
                     name: need.name.clone(),
                     domain: need.domain.clone(),
@@ -401,32 +532,157 @@ impl Matcher {
                         .iter()
                         .filter_map(|p| self.lib.pack(p).cloned())
                         .collect(),
+                    why: judged,
                 });
-            } else if let (true, Some((ev, cue))) = (features.negated_only, negated) {
-                ruled_out.push(RuledOut {
+                continue;
+            }
+            let ruled = match (&judged, c.negated) {
+                (_, Some((ev, cue))) if c.features.negated_only || judged.is_some() => {
+                    Some((ev, cue))
+                }
+                // The verifier found the topic and not the need: the words that weighed most
+                // against it are the cue.
+                (Some(j), None) if j.topic >= 0.5 => j
+                    .reasons
+                    .iter()
+                    .filter(|r| r.weight < 0.0)
+                    .find_map(|r| context_words(&r.feature))
+                    .map(|cue| {
+                        (
+                            self.evidence(
+                                a,
+                                c.anchor.range.clone(),
+                                c.anchor
+                                    .mention
+                                    .map(|i| c.mentions[i].kind)
+                                    .unwrap_or(EvidenceKind::Context),
+                                "",
+                                j.topic,
+                            ),
+                            cue,
+                        )
+                    }),
+                _ => None,
+            };
+            if let Some((evidence, cue)) = ruled {
+                out.ruled_out.push(RuledOut {
                     id: need.id.clone(),
                     name: need.name.clone(),
-                    evidence: ev,
+                    evidence,
                     cue,
                 });
             }
+            if how.explain {
+                out.dropped.push(DroppedNeed {
+                    id: need.id.clone(),
+                    name: need.name.clone(),
+                    confidence: (confidence * 1000.0).round() / 1000.0,
+                    clause: a.text.original_slice(
+                        a.text
+                            .clauses
+                            .get(c.anchor.clause)
+                            .map(|x| x.range.clone())
+                            .unwrap_or(0..0),
+                    ),
+                    why: judged,
+                });
+            }
         }
-        tags.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
-        (tags, ruled_out)
+        out.tags
+            .sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+        out
     }
 
-    /// Features, positive evidence, and the first negated mention, of one need.
-    pub fn need_evidence(
+    /// The closest counter-example of the candidate's need, when the anchor clause or the
+    /// whole memo says nearly the same (and is closer to it than to the need's own examples):
+    /// (the counter-example, its similarity). `memo` caches the memo's vector.
+    fn counter_example(
         &self,
         a: &Analysis,
-        ni: usize,
-    ) -> (NeedFeatures, Vec<Evidence>, Option<(Evidence, String)>) {
+        c: &NeedCandidate,
+        memo: &std::cell::OnceCell<Option<Vec<f32>>>,
+    ) -> Option<(String, f32)> {
+        let sem = self.semantic.as_ref()?;
+        if !sem.has_counter(c.need) {
+            return None;
+        }
+        let clause = a.semantic.as_ref()?.get(c.anchor.clause)?;
+        let own = clause
+            .nearest
+            .get(&Owner::Need(c.need))
+            .map(|x| x.0)
+            .unwrap_or(0.0);
+        let memo = memo
+            .get_or_init(|| {
+                sem.embedder
+                    .embed(&[a.text.norm_string().as_str()])
+                    .ok()
+                    .and_then(|mut v| v.pop())
+            })
+            .as_deref();
+        [Some(clause.vector.as_slice()), memo]
+            .into_iter()
+            .flatten()
+            .filter_map(|v| sem.nearest_counter(c.need, v))
+            .max_by(|x, y| x.0.total_cmp(&y.0))
+            .filter(|(sim, _)| *sim >= COUNTER_SIMILARITY && *sim > own)
+            .map(|(sim, text)| (text.to_string(), sim))
+    }
+
+    /// Every need the text touches: a term of it (negated or not), a clause the embeddings
+    /// give it at least `CANDIDATE_SEMANTIC`, or a clause whose BM25 ranks it first.
+    pub fn need_candidates(&self, a: &Analysis) -> Vec<NeedCandidate> {
+        self.need_candidates_with(a, &[])
+    }
+
+    /// The candidates, and for each (need, clause, _) of `extra` that is not one already, that
+    /// need anchored at that clause (the verifier's memo classifier proposes them).
+    pub fn need_candidates_with(
+        &self,
+        a: &Analysis,
+        extra: &[(usize, usize, f32)],
+    ) -> Vec<NeedCandidate> {
+        if a.text.clauses.is_empty() {
+            return Vec::new();
+        }
+        let mut out: Vec<NeedCandidate> = (0..self.lib.needs.len())
+            .map(|ni| self.need_evidence(a, ni))
+            .filter(|c| {
+                !c.mentions.is_empty()
+                    || !c.evidence.is_empty()
+                    || c.negated.is_some()
+                    || c.features.semantic >= CANDIDATE_SEMANTIC
+            })
+            .collect();
+        for &(ni, ci, _) in extra {
+            if ni >= self.lib.needs.len()
+                || ci >= a.text.clauses.len()
+                || out.iter().any(|c| c.need == ni)
+            {
+                continue;
+            }
+            let mut c = self.need_evidence(a, ni);
+            c.anchor = Anchor {
+                clause: ci,
+                range: a.text.clauses[ci].range.clone(),
+                mention: None,
+            };
+            out.push(c);
+        }
+        out
+    }
+
+    /// Features, evidence, mentions and the anchor clause of one need.
+    pub fn need_evidence(&self, a: &Analysis, ni: usize) -> NeedCandidate {
         let owner = Owner::Need(ni);
         let mut f = NeedFeatures::default();
         let mut evidence: Vec<Evidence> = Vec::new();
         let mut negated: Option<(Evidence, String)> = None;
+        let mut mentions: Vec<Mention> = Vec::new();
         let mut any_mention = false;
-        let mut best_retrieval: Option<Evidence> = None;
+        let mut best_retrieval: Option<(Evidence, usize)> = None;
+        // The clause where the embeddings see this need most, among clauses not negated.
+        let mut best_semantic: Option<(f32, usize)> = None;
         let n_clauses = a.text.clauses.len();
         for (ci, clause) in a.text.clauses.iter().enumerate() {
             if a.excluded[ci].contains(&ni) {
@@ -449,16 +705,16 @@ impl Matcher {
                 any_mention = true;
                 let rel = h.range.start - clause.range.start..h.range.end - clause.range.start;
                 let strength = lexical_strength(h.kind);
-                match self
+                let negation = self
                     .cues
-                    .need_negation(&clause.norm, &rel, &protected, &following)
-                {
+                    .need_negation(&clause.norm, &rel, &protected, &following);
+                match &negation {
                     Some(neg) => {
                         clause_negated = true;
                         if negated.is_none() {
                             negated = Some((
                                 self.evidence(a, h.range.clone(), h.kind, &h.matched, strength),
-                                neg.cue,
+                                neg.cue.clone(),
                             ));
                         }
                     }
@@ -474,6 +730,13 @@ impl Matcher {
                         ));
                     }
                 }
+                mentions.push(Mention {
+                    clause: ci,
+                    range: h.range.clone(),
+                    kind: h.kind,
+                    matched: h.matched.clone(),
+                    negation,
+                });
             }
             if clause_negated && !clause_positive {
                 continue;
@@ -515,19 +778,19 @@ impl Matcher {
                 f.bm25_rel = f.bm25_rel.max(bm / top);
                 if !clause_positive
                     && bm >= top
-                    && bm > best_retrieval.as_ref().map(|e| e.score).unwrap_or(0.0)
+                    && bm > best_retrieval.as_ref().map(|e| e.0.score).unwrap_or(0.0)
                 {
-                    best_retrieval = Some(self.evidence(
-                        a,
-                        clause.range.clone(),
-                        EvidenceKind::Retrieval,
-                        "",
-                        bm,
+                    best_retrieval = Some((
+                        self.evidence(a, clause.range.clone(), EvidenceKind::Retrieval, "", bm),
+                        ci,
                     ));
                 }
             }
             if let Some((p, nearest)) = sem {
                 f.semantic = f.semantic.max(p);
+                if best_semantic.is_none_or(|(b, _)| p > b) {
+                    best_semantic = Some((p, ci));
+                }
                 if p >= SEMANTIC_EVIDENCE && !clause_positive {
                     let example = nearest.map(|pi| self.prototype_text(pi)).unwrap_or("");
                     evidence.push(self.evidence(
@@ -540,8 +803,9 @@ impl Matcher {
                 }
             }
         }
+        let retrieval_clause = best_retrieval.as_ref().map(|r| r.1);
         if evidence.is_empty() {
-            evidence.extend(best_retrieval);
+            evidence.extend(best_retrieval.map(|r| r.0));
         }
         f.negated_only = any_mention && f.lexical == 0.0 && negated.is_some();
         if f.negated_only {
@@ -549,8 +813,71 @@ impl Matcher {
                 .retain(|e| e.kind != EvidenceKind::Semantic && e.kind != EvidenceKind::Retrieval);
         }
         evidence.sort_by(|x, y| x.start.cmp(&y.start).then(y.score.total_cmp(&x.score)));
-        (f, evidence, negated)
+        let anchor = anchor(a, &mentions, best_semantic, retrieval_clause);
+        let topic = fuse(&f, self.weights(a));
+        NeedCandidate {
+            need: ni,
+            features: f,
+            topic,
+            evidence,
+            negated,
+            mentions,
+            anchor,
+        }
     }
+}
+
+/// Where the decision about a need reads the memo: the strongest unnegated mention (the first
+/// of equals), else the clause the embeddings favour, else the clause BM25 ranks it first in,
+/// else the first negated mention.
+fn anchor(
+    a: &Analysis,
+    mentions: &[Mention],
+    best_semantic: Option<(f32, usize)>,
+    retrieval_clause: Option<usize>,
+) -> Anchor {
+    let whole = |ci: usize| Anchor {
+        clause: ci,
+        range: a
+            .text
+            .clauses
+            .get(ci)
+            .map(|c| c.range.clone())
+            .unwrap_or(0..0),
+        mention: None,
+    };
+    let strongest = mentions
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.negation.is_none())
+        .max_by(|(i, x), (j, y)| {
+            lexical_strength(x.kind)
+                .total_cmp(&lexical_strength(y.kind))
+                .then(j.cmp(i))
+        });
+    if let Some((i, m)) = strongest {
+        return Anchor {
+            clause: m.clause,
+            range: m.range.clone(),
+            mention: Some(i),
+        };
+    }
+    if let Some((p, ci)) = best_semantic {
+        if p >= SEMANTIC_EVIDENCE || retrieval_clause.is_none() && mentions.is_empty() {
+            return whole(ci);
+        }
+    }
+    if let Some(ci) = retrieval_clause {
+        return whole(ci);
+    }
+    if let Some(m) = mentions.first() {
+        return Anchor {
+            clause: m.clause,
+            range: m.range.clone(),
+            mention: Some(0),
+        };
+    }
+    whole(best_semantic.map(|b| b.1).unwrap_or(0))
 }
 
 /// Why each need with any signal did or did not fire (for `needtag tag --explain`).
@@ -568,19 +895,18 @@ impl Matcher {
     pub fn explain(&self, a: &Analysis) -> Vec<Explained> {
         let mut out: Vec<Explained> = (0..self.lib.needs.len())
             .filter_map(|ni| {
-                let (features, evidence, negated) = self.need_evidence(a, ni);
-                let confidence = fuse(&features, self.weights(a));
-                (features.lexical > 0.0
-                    || features.semantic >= 0.05
-                    || features.bm25 > 0.0
-                    || negated.is_some())
+                let c = self.need_evidence(a, ni);
+                (c.features.lexical > 0.0
+                    || c.features.semantic >= 0.05
+                    || c.features.bm25 > 0.0
+                    || c.negated.is_some())
                 .then(|| Explained {
                     id: self.lib.needs[ni].id.clone(),
-                    features,
-                    confidence,
+                    confidence: c.topic,
+                    features: c.features,
                     threshold: self.lib.need_threshold(&self.lib.needs[ni]),
-                    evidence,
-                    negated,
+                    evidence: c.evidence,
+                    negated: c.negated,
                 })
             })
             .collect();

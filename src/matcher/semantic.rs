@@ -80,6 +80,8 @@ pub struct ClauseSemantics {
     pub action: Vec<f32>,
     /// The closest example sentence of each library entry: (cosine, prototype index).
     pub nearest: HashMap<Owner, (f32, usize)>,
+    /// The clause's sentence vector (unit length).
+    pub vector: Vec<f32>,
 }
 
 pub struct Semantic {
@@ -87,6 +89,8 @@ pub struct Semantic {
     vectors: Vec<Vec<f32>>,
     owner: Vec<Owner>,
     pub text: Vec<String>,
+    /// Each need's counter-examples: (need, vector, sentence).
+    counter: Vec<(usize, Vec<f32>, String)>,
     needs: Probe,
     actions: Probe,
 }
@@ -144,38 +148,68 @@ impl Semantic {
             .collect();
         let needs = Probe::train(&x, &need_labels, n_needs + 1);
         let actions = Probe::train(&x, &action_labels, n_actions + 1);
+        let mut counter = Vec::new();
+        for (i, n) in lib.needs.iter().enumerate() {
+            if n.counter_examples.is_empty() {
+                continue;
+            }
+            let norm: Vec<String> = n
+                .counter_examples
+                .iter()
+                .map(|t| text::normalize(t).into_iter().collect())
+                .collect();
+            let refs: Vec<&str> = norm.iter().map(String::as_str).collect();
+            for (v, t) in embedder.embed(&refs)?.into_iter().zip(&n.counter_examples) {
+                counter.push((i, v, t.clone()));
+            }
+        }
         Ok(Semantic {
             embedder,
             vectors,
             owner,
             text,
+            counter,
             needs,
             actions,
         })
+    }
+
+    pub fn has_counter(&self, need: usize) -> bool {
+        self.counter.iter().any(|(n, _, _)| *n == need)
+    }
+
+    /// The counter-example of `need` closest to `v`: (cosine, sentence).
+    pub fn nearest_counter(&self, need: usize, v: &[f32]) -> Option<(f32, &str)> {
+        self.counter
+            .iter()
+            .filter(|(n, _, _)| *n == need)
+            .map(|(_, cv, t)| (dot(v, cv), t.as_str()))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
     }
 
     /// Semantics of each clause (one embedding call for all of them).
     pub fn clauses(&self, clauses: &[&str]) -> Result<Vec<ClauseSemantics>> {
         let vecs = self.embedder.embed(clauses)?;
         Ok(vecs
-            .iter()
+            .into_iter()
             .map(|v| {
                 let mut nearest: HashMap<Owner, (f32, usize)> = HashMap::new();
                 for (pi, pv) in self.vectors.iter().enumerate() {
-                    let s = dot(v, pv);
+                    let s = dot(&v, pv);
                     let e = nearest.entry(self.owner[pi]).or_insert((f32::MIN, pi));
                     if s > e.0 {
                         *e = (s, pi);
                     }
                 }
-                let mut need = self.needs.probs(v);
+                let mut need = self.needs.probs(&v);
                 need.pop();
-                let mut action = self.actions.probs(v);
+                let mut action = self.actions.probs(&v);
                 action.pop();
                 ClauseSemantics {
                     need,
                     action,
                     nearest,
+                    vector: v,
                 }
             })
             .collect())

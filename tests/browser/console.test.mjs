@@ -170,6 +170,46 @@ test('text memo: needs with highlighted evidence, pack, next step, contact, rule
   await page.close();
 });
 
+test('verifier: why each tag was kept, the candidates it dropped, counter-examples in the library', { timeout: SLOW }, async () => {
+  const page = await openConsole(browser.context, { key: TAG_KEY });
+  await page.click('#input-text-tab');
+  await page.check('#explain');
+  // An open need next to a finished deal and a satisfied topic.
+  await tagMemo(page, '标已经中了，下周签合同。张主任说关节镜术后病人晚上疼得睡不着，希望我们下周带镇痛方案过来');
+  const need = page.locator('#needs-list article.need[data-id="pain_management"]');
+  await need.waitFor();
+  const why = need.locator('.why');
+  await why.waitFor();
+  assert.match(await why.innerText(), /判定 \d+% = 话题 \d+% × 表达为需求 \d+%/);
+  assert.ok(await why.locator('.chip.reason').count() >= 1, 'no reasons shown');
+  assert.equal(await page.locator('#needs-list article[data-id="tender_support"]').count(), 0);
+  const dropped = page.locator('#dropped-box');
+  await dropped.waitFor({ state: 'visible' });
+  const items = dropped.locator('article.dropped');
+  assert.ok(await items.count() >= 1, 'no dropped candidate listed');
+  assert.match(await items.first().innerText(), /读到的句子/);
+  await shot(page, '01b-verifier-why-and-dropped');
+  // Unchecked: the list is gone on the next result.
+  await page.uncheck('#explain');
+  await page.click('#tag-btn');
+  await page.waitForFunction(() => document.querySelector('#dropped-box').hidden);
+
+  await page.goto(`${BASE}/#library`);
+  await page.locator('#lib-version').waitFor();
+  assert.match(await page.locator('#lib-verifier').innerText(), /判定模型：在 \d+ 条标注备忘录上训练/);
+  await page.fill('#lib-search', '银行');
+  const comp = page.locator('#lib-needs details.lib-item[data-id="competitor_threat"]');
+  await page.waitForFunction(() => {
+    const d = document.querySelector('#lib-needs details.lib-item[data-id="competitor_threat"]');
+    return d && d.open;
+  });
+  assert.match(await comp.innerText(), /反例/);
+  assert.match(await comp.innerText(), /对面新开了一家银行/);
+  await shot(page, '07c-library-counter-examples');
+  noPageErrors(page);
+  await page.close();
+});
+
 test('audio upload: transcript and vague flag', { timeout: SLOW }, async () => {
   const page = await openConsole(browser.context, { key: TAG_KEY });
   await page.click('#input-upload-tab');

@@ -45,8 +45,37 @@
     auto_aftermarket: '汽车后市场', industrial: '工业', retail_stores: '零售门店', general: '通用',
   };
   const KIND = {
-    keyword: '关键词', synonym: '同义词', homophone: '同音纠错', semantic: '语义', retrieval: '检索', pattern: '句式',
+    keyword: '关键词', synonym: '同义词', homophone: '同音纠错', semantic: '语义', retrieval: '检索', pattern: '句式', context: '上下文',
   };
+  // The verifier's features, as an analyst reads them (n-gram features are shown as the words).
+  const FEATURE = {
+    lexical: '命中关键词/同义词', semantic: '语义相似', bm25_rel: '检索排名', bm25_log: '检索得分', negated_only: '只在否定句里出现',
+    topic_logit: '需求库匹配分', has_evidence: '有直接证据', anchor_keyword: '关键词命中', anchor_synonym: '同义词命中',
+    anchor_homophone: '同音纠错命中', anchor_negated: '所在句被否定', mentions_open: '未被否定的提及', mentions_negated: '被否定的提及',
+    negated_before: '前面有否定词', negated_after: '后面说已解决/够用', negated_next_clause: '下一句否定了它', negated_resolved_later: '后文说问题已消失',
+    cos_anchor: '与例句相似（本句）', cos_max: '与例句相似（全文）', p_anchor: '语义分类（本句）', rank1_anchor: '本句最像这个需求',
+    first_clause: '在第一句', last_clause: '在最后一句', clauses_log: '句子数', memo_open: '整条备忘录像在提这个需求', memo_topic: '整条备忘录涉及这个话题',
+  };
+  const REGION = { C: '本句', N: '下一句', P: '上一句' };
+  function featureLabel(f) {
+    const topic = f.startsWith('topic:');
+    const name = topic ? f.slice(6) : f;
+    if (name.startsWith('counter_example:')) return `反例「${clip(name.slice(16), 24)}」`;
+    const m = /^([CNP]):(.*)$/.exec(name);
+    if (m) {
+      const words = m[2].replace(/\^/g, '⟨').replace(/\$/g, '⟩').replace(/#/g, '◆');
+      return `${REGION[m[1]]}「${words}」`;
+    }
+    return (topic ? '话题·' : '') + (FEATURE[name] || name);
+  }
+  function whyLine(why) {
+    if (!why) return null;
+    return el('div', { class: 'why' },
+      el('div', { class: 'small' }, `判定 ${pct(why.probability)} = 话题 ${pct(why.topic)} × 表达为需求 ${pct(why.expressed)}（阈值 ${pct(why.threshold)}）`),
+      el('div', { class: 'chips' }, (why.reasons || []).map((r) => el('span', {
+        class: `chip chip-small reason ${r.weight >= 0 ? 'for' : 'against'}`, title: r.feature,
+      }, `${featureLabel(r.feature)} ${r.weight >= 0 ? '+' : ''}${Number(r.weight).toFixed(2)}`))));
+  }
   const EVAL_KIND = { kw: '关键词', syn: '同义词', sound: '同音纠错', re: '句式', sem: '语义', bm25: '检索' };
   const TIER = { high: '高价值', standard: '常规', low: '低价值' };
   const ROLE = { decision_maker: '决策人', purchaser: '采购', user: '使用者', finance: '财务', influencer: '影响者' };
@@ -437,6 +466,7 @@
     const text = $('#memo-text').value.trim();
     if (!text) { showMessage(box, '请先输入备忘录文字', '把拜访后的语音备忘录文字粘贴到上面的输入框里。'); $('#memo-text').focus(); return; }
     const body = { text, mode: (document.querySelector('input[name=mode]:checked') || {}).value || 'hybrid' };
+    if ($('#explain').checked) body.explain = true;
     const ra = recordedAtValue();
     if (ra) body.recorded_at = ra;
     setBusy(true, '正在打标签…');
@@ -597,6 +627,7 @@
     renderSegments(res, isMemo);
     renderNeeds(res.needs || [], needColor);
     renderRuledOut(res.ruled_out || []);
+    renderDropped(res.dropped);
     renderActions(res.actions || [], actionColor);
     renderSteps(res.next_steps || []);
     renderContacts(res.contacts || []);
@@ -785,6 +816,7 @@
           el('span', { class: 'chip chip-small' }, DOMAIN[n.domain] || n.domain)),
         confBar(n.confidence, fg),
         evidenceList(n.evidence),
+        whyLine(n.why),
         (n.packs || []).length ? el('div', { class: 'packs' }, el('div', { class: 'packs-title' }, '解决方案包'), el('ul', { class: 'pack-list' }, n.packs.map(packLink))) : null);
       card.addEventListener('mouseenter', () => highlightMarks('needs', n.id, true));
       card.addEventListener('mouseleave', () => highlightMarks('needs', n.id, false));
@@ -798,6 +830,17 @@
       el('div', { class: 'item-head' }, el('s', { class: 'item-name' }, r.name), ' ', el('code', { class: 'muted small' }, r.id)),
       el('div', null, '否定词 ', el('span', { class: 'cue' }, `「${r.cue}」`),
         r.evidence ? [' · 提到 ', el('span', { class: 'ev-text' }, `「${r.evidence.text}」`), el('span', { class: 'muted small' }, `（${KIND[r.evidence.kind] || r.evidence.kind}）`)] : null))));
+  }
+  function renderDropped(list) {
+    const box = $('#dropped-box');
+    box.hidden = !Array.isArray(list);
+    if (!Array.isArray(list)) return;
+    $('#dropped-count').textContent = list.length ? String(list.length) : '';
+    $('#dropped-list').replaceChildren(...(list.length ? list.map((d) => el('article', { class: 'item dropped', dataset: { id: d.id } },
+      el('div', { class: 'item-head' }, el('span', { class: 'item-name' }, d.name), ' ', el('code', { class: 'muted small' }, d.id),
+        el('span', { class: 'muted small' }, ` ${pct(d.confidence)}`)),
+      el('div', { class: 'small' }, '读到的句子 ', el('span', { class: 'ev-text' }, `「${d.clause}」`)),
+      whyLine(d.why))) : [el('p', { class: 'muted small' }, '无')]));
   }
   function renderActions(list, actionColor) {
     $('#actions-count').textContent = list.length ? String(list.length) : '';
@@ -926,6 +969,9 @@
       el('div', { class: 'metrics metrics-small' },
         metric('需求', info.needs), metric('销售动作', info.actions), metric('解决方案包', info.packs)),
       el('div', { class: 'chips' }, per.map(([d, n]) => el('span', { class: 'chip chip-small' }, `${DOMAIN[d] || d} ${n}`))),
+      el('p', { class: 'hint', id: 'lib-verifier' }, info.verifier
+        ? `判定模型：在 ${info.verifier.memos} 条标注备忘录上训练，阈值 ${fix3(info.verifier.threshold_hybrid)}，交叉验证 F1 ${fix3(info.verifier.cross_validated_f1)}`
+        : '判定模型：无（按各需求的阈值判定）'),
       el('p', { class: 'hint' }, `来源：${info.source === 'embedded' ? '编译进程序的默认需求库' : info.source}`));
   }
   function metric(label, value, sub) {
@@ -939,7 +985,7 @@
     for (const n of libData.needs) for (const p of n.packs || []) { if (!packUsers.has(p)) packUsers.set(p, []); packUsers.get(p).push(n); }
 
     const needs = libData.needs.filter((n) => (!dom || n.domain === dom) && matches(q, n.id, n.name, n.domain, DOMAIN[n.domain], n.description,
-      n.keywords, n.synonyms, n.examples, n.exclusions, n.packs, (n.pack_details || []).map((p) => p.title)));
+      n.keywords, n.synonyms, n.examples, n.counter_examples, n.exclusions, n.packs, (n.pack_details || []).map((p) => p.title)));
     const actions = dom ? [] : libData.actions.filter((a) => matches(q, a.id, a.name, a.description, TIER[a.tier], a.keywords, a.patterns, a.examples));
     const packs = libData.packs.filter((p) => (!dom || (packUsers.get(p.id) || []).some((n) => n.domain === dom))
       && matches(q, p.id, p.title, p.kind, PACK_KIND[p.kind], p.description));
@@ -953,7 +999,7 @@
     $('#lib-needs').replaceChildren(...(needs.length ? needs.map((n) => el('details', { class: 'lib-item', dataset: { id: n.id }, open },
       el('summary', null, el('strong', null, n.name), ' ', el('code', { class: 'muted small' }, n.id), ' ',
         el('span', { class: 'chip chip-small' }, DOMAIN[n.domain] || n.domain),
-        el('span', { class: 'muted small summary-counts' }, `关键词 ${n.keywords.length} · 同义词 ${n.synonyms.length} · 例句 ${n.examples.length}`)),
+        el('span', { class: 'muted small summary-counts' }, `关键词 ${n.keywords.length} · 同义词 ${n.synonyms.length} · 例句 ${n.examples.length} · 反例 ${(n.counter_examples || []).length}`)),
       el('p', null, n.description),
       el('p', { class: 'hint' }, `阈值 ${fix3(n.threshold_in_use)}${n.threshold === null || n.threshold === undefined ? '（默认）' : ''} · 定义于 ${n.file}`),
       chipList('关键词', n.keywords, q),
@@ -961,7 +1007,8 @@
       chipList('排除词', n.exclusions, q, 'chip-excl'),
       (n.pack_details || []).length ? el('div', { class: 'lib-field' }, el('span', { class: 'lib-field-title' }, `解决方案包（${n.pack_details.length}）`),
         el('ul', { class: 'pack-list' }, n.pack_details.map(packLink))) : null,
-      textList('例句', n.examples, q)))
+      textList('例句', n.examples, q),
+      textList('反例（看起来像、其实不是这个需求）', n.counter_examples, q)))
       : [el('p', { class: 'muted' }, '没有匹配的需求。')]));
 
     $('#lib-actions').replaceChildren(...(actions.length ? actions.map((a) => el('details', { class: 'lib-item', dataset: { id: a.id }, open },
