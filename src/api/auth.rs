@@ -4,7 +4,7 @@
 use axum::http::HeaderMap;
 use subtle::ConstantTimeEq;
 
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 use crate::config::{ApiKey, Scope};
 
 /// Who is calling: the key's name (never the key), for logs and per-key limits.
@@ -34,7 +34,7 @@ pub fn authorize(keys: &[ApiKey], headers: &HeaderMap, scope: Scope) -> Result<C
     }
     let Some(given) = presented(headers) else {
         return Err(ApiError::new(
-            "unauthorized",
+            Code::Unauthorized,
             "an API key is required (Authorization: Bearer <key> or X-API-Key)",
         ));
     };
@@ -47,7 +47,10 @@ pub fn authorize(keys: &[ApiKey], headers: &HeaderMap, scope: Scope) -> Result<C
         }
     }
     let Some(key) = found else {
-        return Err(ApiError::new("unauthorized", "the API key is not valid"));
+        return Err(ApiError::new(
+            Code::Unauthorized,
+            "the API key is not valid",
+        ));
     };
     if !key.scopes.contains(&scope) {
         let s = match scope {
@@ -55,7 +58,7 @@ pub fn authorize(keys: &[ApiKey], headers: &HeaderMap, scope: Scope) -> Result<C
             Scope::Admin => "admin",
         };
         return Err(ApiError::new(
-            "forbidden",
+            Code::Forbidden,
             format!("this API key lacks the {s} scope"),
         ));
     }
@@ -100,7 +103,7 @@ mod tests {
         let k = keys();
         assert_eq!(
             authorize(&k, &headers(&[]), Scope::Tag).unwrap_err().code,
-            "unauthorized"
+            Code::Unauthorized
         );
         assert_eq!(
             authorize(
@@ -110,7 +113,7 @@ mod tests {
             )
             .unwrap_err()
             .code,
-            "unauthorized"
+            Code::Unauthorized
         );
         assert_eq!(
             authorize(
@@ -130,7 +133,7 @@ mod tests {
             )
             .unwrap_err()
             .code,
-            "forbidden"
+            Code::Forbidden
         );
         assert_eq!(
             authorize(

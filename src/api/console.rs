@@ -6,7 +6,7 @@ use axum::extract::Path;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 
 const FILES: &[(&str, &str, &str)] = &[
     (
@@ -28,7 +28,7 @@ const FILES: &[(&str, &str, &str)] = &[
 
 fn serve(file: &str) -> Response {
     let Some((name, ct, embedded)) = FILES.iter().find(|(name, _, _)| *name == file) else {
-        return ApiError::new("not_found", format!("no console file {file:?}")).into_response();
+        return ApiError::new(Code::NotFound, format!("no console file {file:?}")).into_response();
     };
     let body = match std::env::var_os("NEEDTAG_CONSOLE_DIR") {
         Some(dir) => std::fs::read_to_string(std::path::Path::new(&dir).join(name))

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use error::ApiError;
+pub use error::{ApiError, Code};
 use idempotency::IdempotencyStore;
 use metrics::Metrics;
 pub use queue::TranscriptionPool;
@@ -84,10 +84,16 @@ impl AppState {
     /// The engine and workers, or `not_ready`.
     pub fn get(&self) -> Result<&Loaded, ApiError> {
         if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(ApiError::new("not_ready", "the service is shutting down").retry_after(5));
+            return Err(
+                ApiError::new(Code::NotReady, "the service is shutting down").retry_after(5),
+            );
         }
         self.loaded.get().ok_or_else(|| {
-            ApiError::new("not_ready", "the service is starting: models are loading").retry_after(2)
+            ApiError::new(
+                Code::NotReady,
+                "the service is starting: models are loading",
+            )
+            .retry_after(2)
         })
     }
 
@@ -145,10 +151,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(openapi::spec))
-        .fallback(|| async { ApiError::new("not_found", "no such route") })
+        .fallback(|| async { ApiError::new(Code::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                "method_not_allowed",
+                Code::MethodNotAllowed,
                 "this route does not accept that method",
             )
         })
@@ -177,7 +183,7 @@ async fn observe(
     let resp = match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError::new(
-            "request_timeout",
+            Code::RequestTimeout,
             format!("the request took longer than {} s", timeout.as_secs()),
         )
         .into_response(),

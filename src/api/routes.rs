@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::auth::{authorize, Caller};
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 use super::idempotency::{Begin, Stored};
 use super::AppState;
 use crate::config::Scope;
@@ -34,7 +34,7 @@ fn parse_time(field: &str, s: Option<&str>) -> Result<Option<DateTime<FixedOffse
         None => Ok(None),
         Some(s) => DateTime::parse_from_rfc3339(s).map(Some).map_err(|_| {
             ApiError::new(
-                "invalid_input",
+                Code::InvalidInput,
                 format!(
                     "{field} {} is not an RFC 3339 time such as 2026-03-04T17:20:00+08:00",
                     crate::error::excerpt(s)
@@ -49,17 +49,20 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
         let msg = e.to_string();
         if msg.to_lowercase().contains("length limit") {
             ApiError::new(
-                "payload_too_large",
+                Code::PayloadTooLarge,
                 format!("the body is larger than {limit} bytes"),
             )
         } else {
-            ApiError::new("invalid_request", format!("could not read the body: {msg}"))
+            ApiError::new(
+                Code::InvalidRequest,
+                format!("could not read the body: {msg}"),
+            )
         }
     })
 }
 
 fn json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::new("invalid_json", e.to_string()))
+    serde_json::from_slice(bytes).map_err(|e| ApiError::new(Code::InvalidJson, e.to_string()))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -69,12 +72,15 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
             let k = v
                 .to_str()
                 .map_err(|_| {
-                    ApiError::new("invalid_request", "Idempotency-Key must be visible ASCII")
+                    ApiError::new(
+                        Code::InvalidRequest,
+                        "Idempotency-Key must be visible ASCII",
+                    )
                 })?
                 .trim();
             if k.is_empty() || k.len() > 200 {
                 return Err(ApiError::new(
-                    "invalid_request",
+                    Code::InvalidRequest,
                     "Idempotency-Key must be 1–200 characters",
                 ));
             }
@@ -127,7 +133,7 @@ where
             Begin::Replay(stored) => return replay(stored),
             Begin::Mismatch => {
                 return ApiError::new(
-                    "idempotency_key_reused",
+                    Code::IdempotencyKeyReused,
                     "this Idempotency-Key was used with a different request",
                 )
                 .into_response()
@@ -237,15 +243,14 @@ async fn memos_inner(
         .to_ascii_lowercase()
         .starts_with("multipart/form-data");
     if !multipart && !is_audio_type(&content_type) {
-        return Err(ApiError::new(
-            "unsupported_media_type",
+        return Err(ApiError::new(Code::UnsupportedMediaType,
             format!("send multipart/form-data with an `audio` field, or the audio with an audio/* content type (got {:?})", content_type),
         ));
     }
     let idem = idempotency_key(req.headers())?;
     let _counted = state.enter(&caller.name).ok_or_else(|| {
         ApiError::new(
-            "too_many_requests",
+            Code::TooManyRequests,
             format!(
                 "this API key already has {} memos in flight",
                 state.cfg.server.per_key_inflight
@@ -276,7 +281,7 @@ async fn memos_inner(
             Request::from_parts(parts, Body::new(http_body_util::Limited::new(body, limit)));
         let mut mp = Multipart::from_request(limited, &state)
             .await
-            .map_err(|e| ApiError::new("invalid_request", e.body_text()))?;
+            .map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text()))?;
         let mut audio: Option<Bytes> = None;
         let mut fields = query;
         loop {
@@ -311,11 +316,14 @@ async fn memos_inner(
             }
         }
         let audio = audio.ok_or_else(|| {
-            ApiError::new("invalid_request", "the multipart body has no `audio` field")
+            ApiError::new(
+                Code::InvalidRequest,
+                "the multipart body has no `audio` field",
+            )
         })?;
         if audio.len() > max {
             return Err(ApiError::new(
-                "payload_too_large",
+                Code::PayloadTooLarge,
                 format!("the audio is {} bytes; the limit is {max}", audio.len()),
             ));
         }
@@ -363,7 +371,7 @@ async fn memos_inner(
             .await
             .map_err(|_| {
                 ApiError::new(
-                    "request_timeout",
+                    Code::RequestTimeout,
                     "transcription did not finish within the time limit",
                 )
             })??;
@@ -375,7 +383,7 @@ async fn memos_inner(
 
 fn busy(loaded: &super::Loaded) -> ApiError {
     ApiError::new(
-        "busy",
+        Code::Busy,
         format!(
             "all {} transcription slots are taken ({} workers); retry shortly",
             loaded.pool.capacity(),
@@ -388,12 +396,12 @@ fn busy(loaded: &super::Loaded) -> ApiError {
 fn multipart_error(e: axum::extract::multipart::MultipartError, limit: usize) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
-            "payload_too_large",
+            Code::PayloadTooLarge,
             format!("the upload is larger than {limit} bytes"),
         )
     } else {
         ApiError::new(
-            "invalid_request",
+            Code::InvalidRequest,
             format!("malformed multipart body: {}", e.body_text()),
         )
     }
@@ -445,7 +453,7 @@ async fn tag_one(
     let semantic = mode == Mode::Hybrid;
     let result = tokio::task::spawn_blocking(move || engine.tag_text(&text, recorded_at, semantic))
         .await
-        .map_err(|_| ApiError::new("internal", "tagging failed"))??;
+        .map_err(|_| ApiError::new(Code::Internal, "tagging failed"))??;
     state.metrics.stage("tag", result.timings.tag_ms / 1000.0);
     Ok(result)
 }
@@ -522,7 +530,7 @@ pub async fn tag_batch(State(state): Shared, headers: HeaderMap, body: Body) -> 
         let req: BatchRequest = json(&bytes)?;
         if req.items.len() > state.cfg.server.batch_max {
             return Err(ApiError::new(
-                "batch_too_large",
+                Code::BatchTooLarge,
                 format!(
                     "{} texts; the limit is {}",
                     req.items.len(),
@@ -542,7 +550,7 @@ pub async fn tag_batch(State(state): Shared, headers: HeaderMap, body: Body) -> 
                     id: item.id,
                     result: None,
                     error: Some(super::error::ErrorDetail {
-                        code: e.code.to_string(),
+                        code: e.code,
                         message: e.message,
                         problems: Vec::new(),
                     }),
@@ -626,7 +634,7 @@ pub async fn need(
         .map(|n| Json(need_view(&lib, n)))
         .ok_or_else(|| {
             ApiError::new(
-                "not_found",
+                Code::NotFound,
                 format!("no need {id:?} in library {}", lib.version),
             )
         })
@@ -655,7 +663,7 @@ pub async fn reload(State(state): Shared, headers: HeaderMap) -> Result<Json<Rel
     let engine = state.get()?.engine.clone();
     let result = tokio::task::spawn_blocking(move || engine.reload(None))
         .await
-        .map_err(|_| ApiError::new("internal", "reload failed"))?;
+        .map_err(|_| ApiError::new(Code::Internal, "reload failed"))?;
     match result {
         Ok(r) => {
             tracing::info!(caller = %caller.name, version = %r.version, changed = r.changed, "library reloaded");
@@ -703,7 +711,7 @@ pub async fn eval(
         .unwrap_or_else(|| crate::eval::BUNDLED_DEV_SET.to_string());
     let memos = crate::eval::parse_jsonl(&jsonl, "request")?;
     if memos.is_empty() {
-        return Err(ApiError::new("invalid_input", "no memos in the JSONL"));
+        return Err(ApiError::new(Code::InvalidInput, "no memos in the JSONL"));
     }
     let loaded = state.get()?.engine.current();
     let semantic = req.mode == Mode::Hybrid && loaded.matcher.has_semantic();
@@ -717,7 +725,7 @@ pub async fn eval(
         ))
     })
     .await
-    .map_err(|_| ApiError::new("internal", "evaluation failed"))??;
+    .map_err(|_| ApiError::new(Code::Internal, "evaluation failed"))??;
     Ok(Json(report).into_response())
 }
 
