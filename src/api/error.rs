@@ -204,7 +204,7 @@ mod tests {
             Error::UnsupportedFormat("x".into()),
             Error::CorruptAudio("x".into()),
             Error::AudioTooLong {
-                seconds: 1.0,
+                seconds: Some(1.0),
                 limit: 1.0,
             },
             Error::AudioTooShort {

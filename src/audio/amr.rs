@@ -169,7 +169,7 @@ impl StreamDecoder {
             for (f, &s) in self.samples.iter_mut().zip(&self.out[..n]) {
                 *f = s as f32 / 32768.0;
             }
-            if !pcm.push(&self.samples[..n]) {
+            if !pcm.push(&self.samples[..n])? {
                 return Ok(false);
             }
             pos += 1 + size;

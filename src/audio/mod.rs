@@ -7,6 +7,7 @@
 mod amr;
 mod container;
 mod opus_dec;
+mod pcm;
 mod resample;
 mod sniff;
 mod structure;
@@ -15,6 +16,8 @@ pub mod vad;
 use bytes::Bytes;
 use serde::Serialize;
 
+pub(crate) use pcm::Pcm;
+pub use pcm::{MAX_CHANNELS, MIN_RATE};
 pub use sniff::{sniff, Container};
 pub use vad::{SpeechMap, Timeline, Vad};
 
@@ -49,74 +52,6 @@ pub struct AudioInfo {
     pub duration_s: f64,
     /// True when the audio was longer than the limit and only its start was kept.
     pub truncated: bool,
-}
-
-/// Interleaved PCM as a decoder produces it, with the duration limit enforced while it grows.
-/// It is kept in blocks of whole frames, not one vector: a vector that doubles as it grows holds
-/// up to three times the audio while it moves (two minutes of 48 kHz stereo is 46 MB), for every
-/// memo being decoded at once.
-pub(crate) struct Pcm {
-    pub rate: u32,
-    pub channels: usize,
-    pub blocks: Vec<Vec<f32>>,
-    len: usize,
-    limit_frames: usize,
-    pub over_limit: bool,
-}
-
-/// Samples per block (1 MB of f32), rounded down to whole frames.
-const BLOCK_SAMPLES: usize = 1 << 18;
-
-impl Pcm {
-    fn new(rate: u32, channels: usize, max_seconds: f64) -> Result<Pcm> {
-        if rate == 0 || rate > 384_000 {
-            return Err(Error::CorruptAudio(format!(
-                "implausible sample rate {rate} Hz"
-            )));
-        }
-        if channels == 0 || channels > 16 {
-            return Err(Error::CorruptAudio(format!(
-                "implausible channel count {channels}"
-            )));
-        }
-        Ok(Pcm {
-            rate,
-            channels,
-            blocks: Vec::new(),
-            len: 0,
-            limit_frames: (max_seconds * rate as f64).ceil() as usize,
-            over_limit: false,
-        })
-    }
-
-    pub fn frames(&self) -> usize {
-        self.len / self.channels
-    }
-
-    /// Append interleaved samples; returns false (and keeps only what fits) once the limit is hit.
-    pub fn push(&mut self, interleaved: &[f32]) -> bool {
-        let room = (self.limit_frames - self.frames().min(self.limit_frames)) * self.channels;
-        let fits = interleaved.len() <= room;
-        let mut rest = &interleaved[..interleaved.len().min(room)];
-        let block = (BLOCK_SAMPLES / self.channels).max(1) * self.channels;
-        while !rest.is_empty() {
-            let last = match self.blocks.last_mut() {
-                Some(b) if b.len() < b.capacity() => b,
-                _ => {
-                    self.blocks.push(Vec::with_capacity(block));
-                    self.blocks.last_mut().expect("just pushed")
-                }
-            };
-            let n = (last.capacity() - last.len()).min(rest.len());
-            last.extend_from_slice(&rest[..n]);
-            self.len += n;
-            rest = &rest[n..];
-        }
-        if !fits {
-            self.over_limit = true;
-        }
-        fits
-    }
 }
 
 /// An upload's bytes, given to [`decode`] by value or by reference. Owned bytes (`Bytes`,
@@ -197,7 +132,12 @@ pub fn decode(bytes: impl AudioBytes, cfg: &AudioConfig) -> Result<DecodedAudio>
     let source_rate = pcm.rate;
     let source_channels = pcm.channels as u16;
     let over_limit = pcm.over_limit;
-    let decoded_s = pcm.frames() as f64 / pcm.rate as f64;
+    // Decoding stops at the limit, so it never measures a longer file; the header may say.
+    let declared_s = pcm.declared_seconds();
+    let too_long = || Error::AudioTooLong {
+        seconds: declared_s.filter(|&s| s > cfg.max_seconds),
+        limit: cfg.max_seconds,
+    };
     if pcm.frames() == 0 {
         return Err(Error::CorruptAudio(format!(
             "no audio could be decoded from this {}",
@@ -205,22 +145,16 @@ pub fn decode(bytes: impl AudioBytes, cfg: &AudioConfig) -> Result<DecodedAudio>
         )));
     }
     if over_limit && cfg.long_audio == LongAudio::Reject {
-        return Err(Error::AudioTooLong {
-            seconds: decoded_s,
-            limit: cfg.max_seconds,
-        });
+        return Err(too_long());
     }
-    let mono = mixdown_blocks(&pcm.blocks, pcm.channels);
-    drop(pcm);
-    let mut samples = resample::to_16k(&mono, source_rate)?;
-    drop(mono);
+    let channels = pcm.channels;
+    let at_16k = pcm.finish()?;
+    let mut samples = mixdown_blocks(&at_16k, channels);
+    drop(at_16k);
     let max_samples = (cfg.max_seconds * SAMPLE_RATE as f64) as usize;
     let truncated = over_limit || samples.len() > max_samples;
     if truncated && cfg.long_audio == LongAudio::Reject {
-        return Err(Error::AudioTooLong {
-            seconds: decoded_s,
-            limit: cfg.max_seconds,
-        });
+        return Err(too_long());
     }
     samples.truncate(max_samples);
     condition(&mut samples);
@@ -413,33 +347,6 @@ mod tests {
     }
 
     #[test]
-    fn pcm_limit_stops_at_the_boundary() {
-        let mut pcm = Pcm::new(10, 2, 1.0).unwrap();
-        assert!(pcm.push(&[0.0; 16]));
-        assert!(!pcm.push(&[0.0; 16]));
-        assert_eq!(pcm.frames(), 10);
-        assert!(pcm.over_limit);
-    }
-
-    #[test]
-    fn blocks_hold_whole_frames_and_mix_down_like_one_vector() {
-        // Three channels do not divide the block size: frames must still not straddle blocks.
-        let mut pcm = Pcm::new(48_000, 3, 60.0).unwrap();
-        let interleaved: Vec<f32> = (0..3 * 200_000)
-            .map(|i| ((i % 977) as f32) / 977.0)
-            .collect();
-        for piece in interleaved.chunks(3 * 1024) {
-            assert!(pcm.push(piece));
-        }
-        assert!(pcm.blocks.len() > 1);
-        assert!(pcm.blocks.iter().all(|b| b.len() % 3 == 0));
-        assert_eq!(pcm.frames(), 200_000);
-        assert_eq!(mixdown_blocks(&pcm.blocks, 3), mixdown(&interleaved, 3));
-        let flat: Vec<f32> = pcm.blocks.concat();
-        assert_eq!(flat, interleaved);
-    }
-
-    #[test]
     fn empty_and_oversized_uploads_are_refused_before_decoding() {
         let cfg = AudioConfig {
             max_bytes: 10,
@@ -450,6 +357,58 @@ mod tests {
             decode(&[0u8; 11], &cfg).unwrap_err().code(),
             "payload_too_large"
         );
+    }
+
+    fn wav_8bit(rate: u32, seconds: f64) -> Vec<u8> {
+        let mut wav = std::io::Cursor::new(Vec::new());
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: rate,
+            bits_per_sample: 8,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::new(&mut wav, spec).unwrap();
+        for i in 0..(rate as f64 * seconds) as usize {
+            w.write_sample(((i as f32 * 0.3).sin() * 60.0) as i8)
+                .unwrap();
+        }
+        w.finalize().unwrap();
+        wav.into_inner()
+    }
+
+    #[test]
+    fn implausible_source_rates_are_corrupt_audio() {
+        for rate in [1, 100, 3_999] {
+            let wav = wav_8bit(rate, 10.0);
+            let e = decode(&wav, &AudioConfig::default()).unwrap_err();
+            assert_eq!(e.code(), "corrupt_audio", "{rate} Hz: {e}");
+        }
+        assert!(decode(&wav_8bit(4_000, 2.0), &AudioConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn too_long_says_longer_than_the_limit_with_the_length_the_header_declares() {
+        let cfg = AudioConfig {
+            max_seconds: 10.0,
+            ..AudioConfig::default()
+        };
+        for (seconds, said) in [(10.5, "10.5"), (30.0, "30.0")] {
+            let e = decode(&wav_8bit(8_000, seconds), &cfg)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!("audio is longer than 10 s (it is {said} s long)"),
+                "{seconds} s"
+            );
+        }
+        // A stream that declares no length is only known to be longer.
+        let mut wav = wav_8bit(8_000, 12.0);
+        wav[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        wav[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
+        let e = decode(&wav, &cfg).unwrap_err();
+        assert_eq!(e.code(), "audio_too_long");
+        assert_eq!(e.to_string(), "audio is longer than 10 s");
     }
 
     #[test]
