@@ -66,6 +66,8 @@ pub enum Error {
     InvalidInput(String),
     #[error("invalid needs library: {0}")]
     Library(LibraryProblems),
+    #[error("another library reload is running; retry when it has finished")]
+    ReloadInProgress,
     #[error("{0}")]
     ModelUnavailable(String),
     #[error("speech recognition failed: {0}")]
@@ -98,6 +100,7 @@ impl Error {
             Error::TextTooLong { .. } => "text_too_long",
             Error::InvalidInput(_) => "invalid_input",
             Error::Library(_) => "invalid_library",
+            Error::ReloadInProgress => "reload_in_progress",
             Error::ModelUnavailable(_) => "model_unavailable",
             Error::Asr(_) => "asr_failed",
             Error::Embedding(_) => "embedding_failed",
@@ -119,6 +122,7 @@ impl Error {
                 | Error::TextTooLong { .. }
                 | Error::InvalidInput(_)
                 | Error::Library(_)
+                | Error::ReloadInProgress
         )
     }
 }

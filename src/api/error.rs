@@ -54,6 +54,7 @@ codes! {
     NotFound => ("not_found", NOT_FOUND, "no such route or need"),
     MethodNotAllowed => ("method_not_allowed", METHOD_NOT_ALLOWED, "the route exists but not for this method"),
     RequestTimeout => ("request_timeout", REQUEST_TIMEOUT, "the request took longer than the configured limit, or its headers or body arrived too slowly"),
+    ReloadInProgress => ("reload_in_progress", CONFLICT, "another library reload is running; retry after it"),
     PayloadTooLarge => ("payload_too_large", PAYLOAD_TOO_LARGE, "the body is larger than the configured limit (refused as soon as Content-Length says so)"),
     AudioTooLong => ("audio_too_long", PAYLOAD_TOO_LARGE, "the audio is longer than the configured limit"),
     TextTooLong => ("text_too_long", PAYLOAD_TOO_LARGE, "a text is longer than the configured limit"),
@@ -145,6 +146,7 @@ fn code_of(e: &Error) -> Code {
         Error::TextTooLong { .. } => Code::TextTooLong,
         Error::InvalidInput(_) => Code::InvalidInput,
         Error::Library(_) => Code::InvalidLibrary,
+        Error::ReloadInProgress => Code::ReloadInProgress,
         Error::ModelUnavailable(_) => Code::ModelUnavailable,
         Error::Asr(_) | Error::Embedding(_) | Error::Index(_) | Error::Io(_) => Code::Internal,
     }
@@ -215,6 +217,7 @@ mod tests {
             Error::TextTooLong { chars: 1, limit: 1 },
             Error::InvalidInput("x".into()),
             Error::Library(crate::error::LibraryProblems(vec![])),
+            Error::ReloadInProgress,
         ] {
             assert!(e.is_client_error());
             let cli = e.code();
