@@ -174,12 +174,11 @@ async fn observe(
     next: Next,
 ) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+        .map(|p| p.as_str().to_string());
     let resp = match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError::new(
@@ -190,8 +189,20 @@ async fn observe(
     };
     let secs = start.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
-    state.metrics.request(&method, &route, status, secs);
-    tracing::info!(%method, %route, status, ms = (secs * 1000.0).round(), "request");
+    state
+        .metrics
+        .request(&method, route.as_deref(), status, secs);
+    let (method, route) = (
+        metrics::method_label(&method),
+        route.as_deref().unwrap_or("unmatched"),
+    );
+    tracing::info!(
+        method,
+        route,
+        status,
+        ms = (secs * 1000.0).round(),
+        "request"
+    );
     resp
 }
 
