@@ -364,6 +364,23 @@ impl Config {
         if self.server.api_keys.iter().any(|k| k.key.len() < 16) {
             return bad("every API key must be at least 16 characters");
         }
+        // Names are what logs show; two keys with one name could not be told apart there.
+        let mut names = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
+        for k in &self.server.api_keys {
+            if !k.name.is_empty() && !names.insert(k.name.as_str()) {
+                return Err(Error::InvalidInput(format!(
+                    "two API keys are named {:?}; each key needs its own name",
+                    k.name
+                )));
+            }
+            if !keys.insert(k.key.as_str()) {
+                return Err(Error::InvalidInput(format!(
+                    "the API key named {:?} is configured twice",
+                    k.name
+                )));
+            }
+        }
         if let Some(d) = &self.asr.default_domain {
             crate::library::check_domain(d)
                 .map_err(|e| Error::InvalidInput(format!("asr.default_domain: {e}")))?;
@@ -468,6 +485,27 @@ mod tests {
             let e = cfg.validate().unwrap_err().to_string();
             assert!(e.contains("audio.vad_pad_s"), "{e}");
         }
+    }
+
+    #[test]
+    fn two_keys_with_one_name_or_one_key_twice_are_refused() {
+        let cfg: Config = toml::from_str(
+            "[server]\napi_keys = [{ key = \"aaaaaaaaaaaaaaaa\", scopes = [\"tag\"], name = \"crm\" },\n{ key = \"bbbbbbbbbbbbbbbb\", scopes = [\"tag\"], name = \"crm\" }]\n",
+        )
+        .unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("\"crm\""), "{e}");
+        let cfg: Config = toml::from_str(
+            "[server]\napi_keys = [{ key = \"aaaaaaaaaaaaaaaa\", scopes = [\"tag\"] },\n{ key = \"aaaaaaaaaaaaaaaa\", scopes = [\"admin\"] }]\n",
+        )
+        .unwrap();
+        assert!(cfg.validate().is_err());
+        // Unnamed keys are fine: they are told apart by the key itself.
+        let cfg: Config = toml::from_str(
+            "[server]\napi_keys = [{ key = \"aaaaaaaaaaaaaaaa\", scopes = [\"tag\"] },\n{ key = \"bbbbbbbbbbbbbbbb\", scopes = [\"tag\"] }]\n",
+        )
+        .unwrap();
+        cfg.validate().unwrap();
     }
 
     #[test]

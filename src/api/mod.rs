@@ -39,7 +39,7 @@ pub struct AppState {
     metrics: Metrics,
     idempotency: IdempotencyStore,
     shutting_down: AtomicBool,
-    in_flight: Mutex<HashMap<String, usize>>,
+    in_flight: Mutex<HashMap<auth::CallerId, usize>>,
 }
 
 /// The loaded engine and its transcription workers.
@@ -98,17 +98,17 @@ impl AppState {
     }
 
     /// Count a request of `caller` in flight; `None` when the caller is over its limit.
-    fn enter(&self, caller: &str) -> Option<InFlight<'_>> {
+    fn enter(&self, caller: &auth::CallerId) -> Option<InFlight<'_>> {
         let limit = self.cfg.server.per_key_inflight;
         let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(caller.to_string()).or_default();
+        let n = map.entry(*caller).or_default();
         if limit > 0 && *n >= limit {
             return None;
         }
         *n += 1;
         Some(InFlight {
             state: self,
-            caller: caller.to_string(),
+            caller: *caller,
         })
     }
 }
@@ -116,7 +116,7 @@ impl AppState {
 /// A request counted against its caller's in-flight limit until dropped.
 struct InFlight<'a> {
     state: &'a AppState,
-    caller: String,
+    caller: auth::CallerId,
 }
 
 impl Drop for InFlight<'_> {
@@ -128,6 +128,9 @@ impl Drop for InFlight<'_> {
             .unwrap_or_else(|p| p.into_inner());
         if let Some(n) = map.get_mut(&self.caller) {
             *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.caller);
+            }
         }
     }
 }

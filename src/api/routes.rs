@@ -93,7 +93,7 @@ fn fingerprint(route: &str, caller: &Caller, parts: &[&[u8]]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(route.as_bytes());
     h.update([0]);
-    h.update(caller.name.as_bytes());
+    h.update(caller.id);
     for p in parts {
         h.update([0]);
         h.update(p);
@@ -117,6 +117,7 @@ fn replay(stored: Stored) -> Response {
 /// Run `work` once per (caller, Idempotency-Key, request); retries get the stored response.
 async fn idempotent<F, Fut>(
     state: &AppState,
+    caller: &Caller,
     key: Option<String>,
     fp: [u8; 32],
     work: F,
@@ -128,6 +129,9 @@ where
     let Some(key) = key else {
         return work().await.unwrap_or_else(IntoResponse::into_response);
     };
+    // Entries are scoped by the API key: another client's use of the same Idempotency-Key
+    // neither replays this one's response nor counts as a reuse.
+    let key = (caller.id, key);
     loop {
         match state.idempotency.begin(&key, fp) {
             Begin::Replay(stored) => return replay(stored),
@@ -248,7 +252,7 @@ async fn memos_inner(
         ));
     }
     let idem = idempotency_key(req.headers())?;
-    let _counted = state.enter(&caller.name).ok_or_else(|| {
+    let _counted = state.enter(&caller.id).ok_or_else(|| {
         ApiError::new(
             Code::TooManyRequests,
             format!(
@@ -358,7 +362,7 @@ async fn memos_inner(
         ],
     );
     let state2 = state.clone();
-    Ok(idempotent(&state, idem, fp, move || async move {
+    Ok(idempotent(&state, &caller, idem, fp, move || async move {
         let loaded = state2.get()?;
         let permit = match permit {
             Some(p) => p,
@@ -473,7 +477,7 @@ pub async fn tag(State(state): Shared, headers: HeaderMap, body: Body) -> Respon
         let fp = fingerprint("tag", &caller, &[&bytes]);
         let st = state.clone();
         Ok::<_, ApiError>(
-            idempotent(&state, idem, fp, move || async move {
+            idempotent(&state, &caller, idem, fp, move || async move {
                 let r = tag_one(&st, req.text, req.recorded_at.as_deref(), req.mode).await?;
                 Ok(Json(r).into_response())
             })
