@@ -253,6 +253,13 @@ pub struct ServerConfig {
     pub queue: usize,
     /// Longest a request may take, queueing included.
     pub request_timeout_s: u64,
+    /// Longest from a request head's first byte to its end (a client trickling headers gets a
+    /// 408 and the connection closes).
+    pub header_timeout_s: u64,
+    /// Longest a keep-alive connection waits, idle, for its next request.
+    pub idle_timeout_s: u64,
+    /// Connections open at once; more are answered 503 `busy` and closed.
+    pub max_connections: usize,
     /// Most texts in one `/v1/tag/batch` call.
     pub batch_max: usize,
     /// Longest text accepted by the tagging endpoints, in characters.
@@ -272,6 +279,9 @@ impl Default for ServerConfig {
             workers: 2,
             queue: 4,
             request_timeout_s: 120,
+            header_timeout_s: 10,
+            idle_timeout_s: 60,
+            max_connections: 1024,
             batch_max: 100,
             max_text_chars: 5000,
             api_keys: Vec::new(),
@@ -345,6 +355,9 @@ impl Config {
         }
         if self.server.workers == 0 {
             return bad("server.workers must be at least 1");
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections must be at least 1");
         }
         if self.audio.max_seconds <= 0.0
             || self.audio.min_seconds < 0.0

@@ -61,6 +61,7 @@ codes! {
     BatchTooLarge => ("batch_too_large", PAYLOAD_TOO_LARGE, "more texts, or more characters in all, than the configured batch or evaluation limits"),
     UnsupportedMediaType => ("unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "the content type is not one this endpoint accepts"),
     UnsupportedFormat => ("unsupported_format", UNSUPPORTED_MEDIA_TYPE, "the audio container or codec is not supported"),
+    HeadersTooLarge => ("headers_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE, "the request line and headers are larger than the server reads (32 KiB), or more than 100 headers"),
     CorruptAudio => ("corrupt_audio", UNPROCESSABLE_ENTITY, "the audio is damaged, truncated or implausible (such as a sample rate below 4 kHz)"),
     AudioTooShort => ("audio_too_short", UNPROCESSABLE_ENTITY, "the audio is shorter than the configured minimum"),
     InvalidInput => ("invalid_input", UNPROCESSABLE_ENTITY, "a field has an invalid value"),

@@ -71,6 +71,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
     latency: Mutex<BTreeMap<(&'static str, String), Histogram>>,
     stages: Mutex<BTreeMap<&'static str, Histogram>>,
+    refused: Mutex<BTreeMap<&'static str, u64>>,
     dropped: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -109,6 +110,16 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// A request head refused before routing (too large, malformed, too slow), by code.
+    pub fn refused(&self, code: super::error::Code) {
+        *self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(code.as_str())
+            .or_default() += 1;
+    }
+
     /// A piece of whisper's output the guards removed, by reason.
     pub fn dropped(&self, reason: &'static str) {
         *self
@@ -128,6 +139,13 @@ impl Metrics {
             "HTTP requests by method, route and status.",
             &self.requests,
             |(m, r, s)| format!("method=\"{m}\",route=\"{r}\",status=\"{s}\""),
+        );
+        counters(
+            &mut out,
+            "needtag_http_refused_total",
+            "Request heads refused before routing (headers_too_large, invalid_request, request_timeout), by code.",
+            &self.refused,
+            |c| format!("code=\"{c}\""),
         );
         histograms(
             &mut out,

@@ -3,23 +3,23 @@
 //! [`crate::pipeline::Engine`].
 
 mod auth;
+mod conn;
 pub mod console;
 pub mod error;
 mod idempotency;
 mod metrics;
 pub mod openapi;
+mod panics;
 mod queue;
+mod request;
 mod routes;
+mod serve;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -27,6 +27,7 @@ pub use error::{ApiError, Code};
 use idempotency::IdempotencyStore;
 use metrics::Metrics;
 pub use queue::TranscriptionPool;
+pub use serve::{serve, serve_router};
 
 use crate::config::Config;
 use crate::pipeline::Engine;
@@ -40,6 +41,8 @@ pub struct AppState {
     idempotency: IdempotencyStore,
     shutting_down: AtomicBool,
     in_flight: Mutex<HashMap<auth::CallerId, usize>>,
+    /// Requests being handled (health, readiness and metrics aside): the drain waits for 0.
+    requests: AtomicUsize,
 }
 
 /// The loaded engine and its transcription workers.
@@ -60,6 +63,7 @@ impl AppState {
             loaded: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             in_flight: Mutex::new(HashMap::new()),
+            requests: AtomicUsize::new(0),
             cfg: cfg.clone(),
         })
     }
@@ -97,6 +101,16 @@ impl AppState {
         })
     }
 
+    /// Count a request being handled until the returned guard drops.
+    fn count_request(&self) -> Counted<'_> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        Counted(&self.requests)
+    }
+
+    pub fn requests_in_flight(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
     /// Count a request of `caller` in flight; `None` when the caller is over its limit.
     fn enter(&self, caller: &auth::CallerId) -> Option<InFlight<'_>> {
         let limit = self.cfg.server.per_key_inflight;
@@ -110,6 +124,15 @@ impl AppState {
             state: self,
             caller: *caller,
         })
+    }
+}
+
+/// A request counted as being handled until dropped.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -136,6 +159,12 @@ impl Drop for InFlight<'_> {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The API with `extra` routes beside it, under the same per-request handling (ids, time
+/// limit, panics, JSON errors, metrics).
+pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
     let timeout = Duration::from_secs(state.cfg.server.request_timeout_s);
     Router::new()
         .route("/", get(console::index))
@@ -154,6 +183,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(openapi::spec))
+        .merge(extra)
         .fallback(|| async { ApiError::new(Code::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -164,75 +194,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
             (state.clone(), timeout),
-            observe,
+            request::observe,
         ))
         .with_state(state)
-}
-
-/// Per request: the overall time limit, metrics by route and status, and one log line without
-/// any customer data.
-async fn observe(
-    State((state, timeout)): State<(Arc<AppState>, Duration)>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string());
-    let resp = match tokio::time::timeout(timeout, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => ApiError::new(
-            Code::RequestTimeout,
-            format!("the request took longer than {} s", timeout.as_secs()),
-        )
-        .into_response(),
-    };
-    let secs = start.elapsed().as_secs_f64();
-    let status = resp.status().as_u16();
-    state
-        .metrics
-        .request(&method, route.as_deref(), status, secs);
-    let (method, route) = (
-        metrics::method_label(&method),
-        route.as_deref().unwrap_or("unmatched"),
-    );
-    tracing::info!(
-        method,
-        route,
-        status,
-        ms = (secs * 1000.0).round(),
-        "request"
-    );
-    resp
-}
-
-/// Serve on `listener` until `shutdown` resolves; then stop accepting, finish in-flight
-/// requests and transcriptions, and return.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<AppState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = router(state.clone());
-    let st = state.clone();
-    let shutdown = async move {
-        shutdown.await;
-        st.shutting_down.store(true, Ordering::SeqCst);
-    };
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    let st = state.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        if let Some(l) = st.loaded.get() {
-            l.pool.shutdown();
-        }
-    })
-    .await;
-    result
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

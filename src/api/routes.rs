@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -59,6 +60,15 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
             )
         }
     })
+}
+
+/// Blocking work for the current request, on tokio's blocking pool (a panic in it is logged with
+/// the request's id and route).
+fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> tokio::task::JoinHandle<R> {
+    let ctx = super::panics::current();
+    tokio::task::spawn_blocking(move || super::panics::scope(ctx, f))
 }
 
 fn json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -455,7 +465,7 @@ async fn tag_one(
     let recorded_at = parse_time("recorded_at", recorded_at)?;
     let engine = state.get()?.engine.clone();
     let semantic = mode == Mode::Hybrid;
-    let result = tokio::task::spawn_blocking(move || engine.tag_text(&text, recorded_at, semantic))
+    let result = blocking(move || engine.tag_text(&text, recorded_at, semantic))
         .await
         .map_err(|_| ApiError::new(Code::Internal, "tagging failed"))??;
     state.metrics.stage("tag", result.timings.tag_ms / 1000.0);
@@ -631,8 +641,15 @@ pub async fn needs(State(state): Shared) -> Result<Json<Vec<NeedView>>, ApiError
     responses((status = 200, body = NeedView), (status = 404, body = super::error::ErrorBody)))]
 pub async fn need(
     State(state): Shared,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<NeedView>, ApiError> {
+    // A path that is not UTF-8 once decoded (`%ff`) names no need; say so as JSON.
+    let Path(id) = id.map_err(|e| {
+        ApiError::new(
+            Code::InvalidRequest,
+            format!("the need id is not valid: {}", e.body_text()),
+        )
+    })?;
     let lib = state.get()?.engine.library();
     lib.need(&id)
         .map(|n| Json(need_view(&lib, n)))
@@ -665,7 +682,7 @@ pub async fn packs(State(state): Shared) -> Result<Json<Vec<Pack>>, ApiError> {
 pub async fn reload(State(state): Shared, headers: HeaderMap) -> Result<Json<Reloaded>, ApiError> {
     let caller = authorize(&state.cfg.server.api_keys, &headers, Scope::Admin)?;
     let engine = state.get()?.engine.clone();
-    let result = tokio::task::spawn_blocking(move || engine.reload(None))
+    let result = blocking(move || engine.reload(None))
         .await
         .map_err(|_| ApiError::new(Code::Internal, "reload failed"))?;
     match result {
@@ -719,7 +736,7 @@ pub async fn eval(
     }
     let loaded = state.get()?.engine.current();
     let semantic = req.mode == Mode::Hybrid && loaded.matcher.has_semantic();
-    let report = tokio::task::spawn_blocking(move || {
+    let report = blocking(move || {
         let preds = crate::eval::predict(&loaded.matcher, &memos, semantic, &|| {})?;
         Ok::<_, crate::Error>(crate::eval::report(
             &loaded.matcher,
