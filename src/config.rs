@@ -262,11 +262,24 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most texts in one `/v1/tag/batch` call.
     pub batch_max: usize,
+    /// Most characters in all the texts of one `/v1/tag/batch` call.
+    pub batch_max_chars: usize,
+    /// Most memos in one `/v1/eval` call.
+    pub eval_max_memos: usize,
+    /// Largest `/v1/eval` body, in bytes.
+    pub eval_max_bytes: usize,
+    /// Memo uploads received at once; more are answered 503 `busy` at once. An upload holds
+    /// one of these, not a transcription slot, until its body is complete.
+    pub max_uploads: usize,
+    /// Bytes per second a request body must average once `body_grace_s` has passed (0: no
+    /// minimum); a slower one ends with 408.
+    pub min_body_rate: u64,
+    pub body_grace_s: u64,
     /// Longest text accepted by the tagging endpoints, in characters.
     pub max_text_chars: usize,
     /// API keys; with none configured the API is open (a warning is logged).
     pub api_keys: Vec<ApiKey>,
-    /// Memos one API key may have in flight at once (0: no per-key limit, only the queue's).
+    /// Memos one API key may have in flight at once, uploading or transcribing (0: no limit).
     pub per_key_inflight: usize,
     pub idempotency_ttl_s: u64,
     pub idempotency_capacity: usize,
@@ -283,9 +296,15 @@ impl Default for ServerConfig {
             idle_timeout_s: 60,
             max_connections: 1024,
             batch_max: 100,
+            batch_max_chars: 50_000,
+            eval_max_memos: 1000,
+            eval_max_bytes: 1024 * 1024,
+            max_uploads: 16,
+            min_body_rate: 4096,
+            body_grace_s: 10,
             max_text_chars: 5000,
             api_keys: Vec::new(),
-            per_key_inflight: 0,
+            per_key_inflight: 4,
             idempotency_ttl_s: 24 * 3600,
             idempotency_capacity: 1000,
         }
@@ -356,8 +375,8 @@ impl Config {
         if self.server.workers == 0 {
             return bad("server.workers must be at least 1");
         }
-        if self.server.max_connections == 0 {
-            return bad("server.max_connections must be at least 1");
+        if self.server.max_uploads == 0 || self.server.max_connections == 0 {
+            return bad("server.max_uploads and server.max_connections must be at least 1");
         }
         if self.audio.max_seconds <= 0.0
             || self.audio.min_seconds < 0.0

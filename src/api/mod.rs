@@ -3,6 +3,7 @@
 //! [`crate::pipeline::Engine`].
 
 mod auth;
+mod body;
 mod conn;
 pub mod console;
 pub mod error;
@@ -14,6 +15,7 @@ mod queue;
 mod request;
 mod routes;
 mod serve;
+mod upload;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -43,6 +45,8 @@ pub struct AppState {
     in_flight: Mutex<HashMap<auth::CallerId, usize>>,
     /// Requests being handled (health, readiness and metrics aside): the drain waits for 0.
     requests: AtomicUsize,
+    /// Memo uploads being received.
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 /// The loaded engine and its transcription workers.
@@ -64,6 +68,7 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             in_flight: Mutex::new(HashMap::new()),
             requests: AtomicUsize::new(0),
+            uploads: Arc::new(tokio::sync::Semaphore::new(cfg.server.max_uploads)),
             cfg: cfg.clone(),
         })
     }
@@ -107,13 +112,30 @@ impl AppState {
         Counted(&self.requests)
     }
 
+    /// An upload slot, if one is free, held until the upload's body is complete.
+    fn begin_upload(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.uploads.clone().try_acquire_owned().ok()
+    }
+
+    pub fn uploads_in_progress(&self) -> usize {
+        self.cfg
+            .server
+            .max_uploads
+            .saturating_sub(self.uploads.available_permits())
+    }
+
     pub fn requests_in_flight(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
 
     /// Count a request of `caller` in flight; `None` when the caller is over its limit.
     fn enter(&self, caller: &auth::CallerId) -> Option<InFlight<'_>> {
-        let limit = self.cfg.server.per_key_inflight;
+        // An open API has no keys to limit: its callers are one anonymous caller.
+        let limit = if self.cfg.server.api_keys.is_empty() {
+            0
+        } else {
+            self.cfg.server.per_key_inflight
+        };
         let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(*caller).or_default();
         if limit > 0 && *n >= limit {

@@ -115,6 +115,11 @@ impl TranscriptionPool {
         self.slots.clone().try_acquire_owned().ok()
     }
 
+    /// True when every slot is taken.
+    pub fn is_full(&self) -> bool {
+        self.slots.available_permits() == 0
+    }
+
     /// Seconds until a slot is likely free, for Retry-After.
     pub fn retry_after(&self) -> u64 {
         let avg = self.avg_ms.load(Ordering::Relaxed) as u64;
