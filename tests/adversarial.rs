@@ -230,6 +230,30 @@ fn trickler(
     })
 }
 
+/// Aborts its tasks when dropped: declared after a test's server, so that a failing test's
+/// clients go away before the server is stopped and waited for.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Removes files and empty directories when dropped, so that a failing test leaves the shared
+/// library as it found it.
+struct RemoveOnDrop(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir(p));
+        }
+    }
+}
+
 /// Head of an upload that declares a megabyte, for the tricklers.
 fn upload_head(key: &str) -> Vec<u8> {
     format!(
@@ -361,6 +385,12 @@ async fn reload_names_unreadable_files_and_never_hangs() {
     let s = shared();
     let _one = reload_lock().lock().await;
     let needs = s.library_dir.join("needs");
+    let _cleanup = RemoveOnDrop(
+        ["zz_bytes.toml", "zz_dir.toml", "zz_pipe.toml"]
+            .iter()
+            .map(|n| needs.join(n))
+            .collect(),
+    );
     let refused = |name: &'static str, what: &'static str| async move {
         let started = Instant::now();
         let (status, body) = reload(Duration::from_secs(20))
@@ -404,7 +434,7 @@ async fn reload_names_unreadable_files_and_never_hangs() {
 /// 3. Slow uploads hold upload slots, not transcription slots: under 6 and then 20 trickling
 /// uploads of one key, another key's memo gets a 200, and /metrics and /readyz show the held
 /// slots. The trickling ones end with 408.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_uploads_do_not_take_the_transcription_slots() {
     logs();
     let s = Server::start(config("adv-slow"), true);
@@ -429,14 +459,15 @@ async fn slow_uploads_do_not_take_the_transcription_slots() {
             .await
             .unwrap()
     };
+    let mut _clients = AbortOnDrop(tricklers.iter().map(|t| t.abort_handle()).collect());
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let resp = memo().await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
     assert_eq!(
         metric(&s, "needtag_uploads_in_progress").await,
         4.0,
         "held by 6 tricklers"
     );
-    let resp = memo().await;
-    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
     tricklers.extend((0..20).map(|_| {
         trickler(
             addr(&s),
@@ -445,7 +476,12 @@ async fn slow_uploads_do_not_take_the_transcription_slots() {
             Duration::from_secs(40),
         )
     }));
+    _clients
+        .0
+        .extend(tricklers[6..].iter().map(|t| t.abort_handle()));
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let resp = memo().await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
     assert_eq!(
         metric(&s, "needtag_uploads_in_progress").await,
         4.0,
@@ -460,8 +496,6 @@ async fn slow_uploads_do_not_take_the_transcription_slots() {
         .await
         .unwrap();
     assert_eq!(ready["uploads_in_progress"], 4, "{ready}");
-    let resp = memo().await;
-    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
     let mut by_status = std::collections::BTreeMap::new();
     for t in tricklers {
         let (raw, at) = t.await.unwrap().expect("every trickler is answered");
@@ -910,7 +944,7 @@ async fn duplicate_multipart_fields_are_refused_by_name() {
 
 /// 15a. During the graceful drain /healthz answers and /readyz says not_ready, and a client
 /// trickling a request head does not delay the exit.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_answers_during_the_drain() {
     logs();
     let mut cfg = common::config();
@@ -930,6 +964,7 @@ async fn health_answers_during_the_drain() {
         Duration::from_millis(500),
         Duration::from_secs(60),
     );
+    let _clients = AbortOnDrop(vec![memo.abort_handle(), slow_head.abort_handle()]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     s.begin_stop();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -954,7 +989,6 @@ async fn health_answers_during_the_drain() {
         "exit waited {:?} for a trickling client",
         finished.elapsed()
     );
-    slow_head.abort();
 }
 
 /// 15b. The console's pages send the security headers.
