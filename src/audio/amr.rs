@@ -207,7 +207,7 @@ pub(crate) fn decode_file(
         ));
     }
     let mut dec = StreamDecoder::new(band)?;
-    let mut pcm = Pcm::new(dec.rate(), 1, max_seconds)?;
+    let mut pcm = Pcm::new(dec.rate(), 1, max_seconds, None)?;
     match dec.decode_frames(body, &mut pcm) {
         Ok(_) => {}
         // Damage after real audio: keep the audio before it.

@@ -22,6 +22,7 @@ pub(crate) fn decode(
     bytes: bytes::Bytes,
     container: Container,
     max_seconds: f64,
+    mix: Option<&[bool]>,
 ) -> Result<(Pcm, String)> {
     let amr_in_mp4 = if container == Container::Mp4 {
         amr::sample_entry_in_mp4(&bytes)
@@ -39,7 +40,7 @@ pub(crate) fn decode(
     };
     let reader: Box<dyn FormatReader> =
         open(container, mss, &opts).map_err(|e| open_error(container, e))?;
-    let mut decoded = decode_reader(reader, container, amr_in_mp4, max_seconds)?;
+    let mut decoded = decode_reader(reader, container, amr_in_mp4, max_seconds, mix)?;
     if container == Container::Wav {
         // A WAV's length is its data chunk's size, which streaming writers set to 0xFFFFFFFF
         // (unknown): believe it only when the file holds that many bytes.
@@ -103,6 +104,7 @@ fn decode_reader(
     container: Container,
     amr_in_mp4: Option<amr::Band>,
     max_seconds: f64,
+    mix: Option<&[bool]>,
 ) -> Result<(Pcm, String)> {
     let track = reader
         .tracks()
@@ -120,7 +122,7 @@ fn decode_reader(
 
     if let Some(band) = amr_in_mp4 {
         let mut dec = amr::StreamDecoder::for_mp4(band)?;
-        let mut pcm = Pcm::new(dec.rate(), 1, max_seconds)?;
+        let mut pcm = Pcm::new(dec.rate(), 1, max_seconds, None)?;
         pcm.declared_frames = declared(&params, dec.rate());
         let codec = dec.codec_name().to_string();
         for_each_packet(&mut *reader, track_id, |data| {
@@ -130,7 +132,7 @@ fn decode_reader(
     }
     if params.codec == CODEC_TYPE_OPUS {
         let mut dec = opus_dec::OpusStream::new(&params)?;
-        let mut pcm = Pcm::new(48_000, dec.channels(), max_seconds)?;
+        let mut pcm = Pcm::new(48_000, dec.channels(), max_seconds, None)?;
         pcm.declared_frames = declared(&params, 48_000);
         for_each_packet(&mut *reader, track_id, |data| dec.decode(data, &mut pcm))?;
         return Ok((pcm, "opus".into()));
@@ -194,7 +196,7 @@ fn decode_reader(
         let out = match &mut pcm {
             Some(p) => p,
             None => {
-                let mut p = Pcm::new(spec.rate, spec.channels.count(), max_seconds)?;
+                let mut p = Pcm::new(spec.rate, spec.channels.count(), max_seconds, mix)?;
                 p.declared_frames = declared(&params, spec.rate);
                 pcm.insert(p)
             }

@@ -118,15 +118,27 @@ pub fn decode(bytes: impl AudioBytes, cfg: &AudioConfig) -> Result<DecodedAudio>
                 Error::CorruptAudio(format!("{} file is damaged: {why}", container.name()))
             })?;
             let owned = bytes.into_bytes();
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                container::decode(owned, container, decode_limit)
-            }))
-            .unwrap_or_else(|_| {
-                Err(Error::CorruptAudio(format!(
-                    "{} file is damaged (its structure is inconsistent)",
-                    container.name()
-                )))
-            })?
+            let demux = |owned: Bytes, mix: Option<&[bool]>| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                    container::decode(owned, container, decode_limit, mix)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(Error::CorruptAudio(format!(
+                        "{} file is damaged (its structure is inconsistent)",
+                        container.name()
+                    )))
+                })
+            };
+            let first = demux(owned.clone(), None)?;
+            match first.0.measured() {
+                // More than two channels: that pass only measured them; mix the active ones.
+                Some(energy) if !(first.0.over_limit && cfg.long_audio == LongAudio::Reject) => {
+                    let active = active_channels(energy);
+                    drop(first);
+                    demux(owned, Some(&active))?
+                }
+                _ => first,
+            }
         }
     };
     let source_rate = pcm.rate;
@@ -147,8 +159,7 @@ pub fn decode(bytes: impl AudioBytes, cfg: &AudioConfig) -> Result<DecodedAudio>
     if over_limit && cfg.long_audio == LongAudio::Reject {
         return Err(too_long());
     }
-    let channels = pcm.channels;
-    let at_16k = pcm.finish()?;
+    let (at_16k, channels) = pcm.finish()?;
     let mut samples = mixdown_blocks(&at_16k, channels);
     drop(at_16k);
     let max_samples = (cfg.max_seconds * SAMPLE_RATE as f64) as usize;
@@ -252,12 +263,7 @@ fn mixdown_blocks<B: AsRef<[f32]>>(blocks: &[B], channels: usize) -> Vec<f32> {
             *e += (s as f64) * (s as f64);
         }
     }
-    let loudest = energy.iter().cloned().fold(0.0, f64::max);
-    // -20 dB in energy terms.
-    let active: Vec<bool> = energy
-        .iter()
-        .map(|&e| loudest > 0.0 && e >= loudest * 0.01)
-        .collect();
+    let active = active_channels(&energy);
     let n_active = active.iter().filter(|&&a| a).count().max(1) as f32;
     let mut mono = Vec::with_capacity(frames);
     for frame in frames_of() {
@@ -270,6 +276,15 @@ fn mixdown_blocks<B: AsRef<[f32]>>(blocks: &[B], channels: usize) -> Vec<f32> {
         mono.push(sum / n_active);
     }
     mono
+}
+
+/// Channels within 20 dB of the loudest (by energy over the whole audio).
+fn active_channels(energy: &[f64]) -> Vec<bool> {
+    let loudest = energy.iter().cloned().fold(0.0, f64::max);
+    energy
+        .iter()
+        .map(|&e| loudest > 0.0 && e >= loudest * 0.01)
+        .collect()
 }
 
 /// Remove DC offset (a one-pole high-pass at ~10 Hz) and replace non-finite samples.
@@ -409,6 +424,51 @@ mod tests {
         let e = decode(&wav, &cfg).unwrap_err();
         assert_eq!(e.code(), "audio_too_long");
         assert_eq!(e.to_string(), "audio is longer than 10 s");
+    }
+
+    /// Eight channels decode as the mean of the active ones, like two do.
+    #[test]
+    fn many_channel_files_decode_like_their_active_channels() {
+        let mut wav = std::io::Cursor::new(Vec::new());
+        let spec = hound::WavSpec {
+            channels: 8,
+            sample_rate: 16_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::new(&mut wav, spec).unwrap();
+        let tone = |i: usize| ((i as f32 * 0.05).sin() * 8000.0) as i16;
+        for i in 0..16_000 * 2 {
+            for ch in 0..8 {
+                w.write_sample(if ch == 2 || ch == 5 { tone(i) } else { 0 })
+                    .unwrap();
+            }
+        }
+        w.finalize().unwrap();
+        let eight = decode(wav.into_inner(), &AudioConfig::default()).unwrap();
+        assert_eq!(eight.info.source_channels, 8);
+        let mut mono = std::io::Cursor::new(Vec::new());
+        let mut w = hound::WavWriter::new(
+            &mut mono,
+            hound::WavSpec {
+                channels: 1,
+                ..spec
+            },
+        )
+        .unwrap();
+        for i in 0..16_000 * 2 {
+            w.write_sample(tone(i)).unwrap();
+        }
+        w.finalize().unwrap();
+        let one = decode(mono.into_inner(), &AudioConfig::default()).unwrap();
+        assert_eq!(eight.samples.len(), one.samples.len());
+        let worst = eight
+            .samples
+            .iter()
+            .zip(&one.samples)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-4, "{worst}");
     }
 
     #[test]
