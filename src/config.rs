@@ -266,6 +266,9 @@ pub struct ServerConfig {
     pub batch_max_chars: usize,
     /// Most memos in one `/v1/eval` call.
     pub eval_max_memos: usize,
+    /// Most characters in all the memos of one `/v1/eval` call (tagging them must finish within
+    /// `request_timeout_s` even when several run at once).
+    pub eval_max_chars: usize,
     /// Largest `/v1/eval` body, in bytes.
     pub eval_max_bytes: usize,
     /// Memo uploads received at once; more are answered 503 `busy` at once. An upload holds
@@ -298,6 +301,7 @@ impl Default for ServerConfig {
             batch_max: 100,
             batch_max_chars: 50_000,
             eval_max_memos: 1000,
+            eval_max_chars: 50_000,
             eval_max_bytes: 1024 * 1024,
             max_uploads: 16,
             min_body_rate: 4096,

@@ -568,6 +568,20 @@ async fn eval_obeys_the_text_limit_and_its_own_limits() {
         "{body}"
     );
     assert!(took < Duration::from_secs(2), "{took:?}");
+    // Each text within the limit, but more characters in all than an evaluation may tag.
+    let heavy: Vec<String> = (0..21)
+        .map(|i| {
+            json!({"id": format!("h{i}"), "text": "客户说价格太高".repeat(714), "needs": []})
+                .to_string()
+        })
+        .collect();
+    let (status, body, took) = eval(heavy.join("\n")).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (413, &json!("batch_too_large")),
+        "{body}"
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
     // A body declared larger than the limit is refused before it is sent.
     let head = format!(
         "POST /v1/eval HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY_A}\r\n\

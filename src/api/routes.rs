@@ -686,6 +686,16 @@ pub async fn eval(
             ),
         ));
     }
+    let chars: usize = memos.iter().map(|m| m.text.chars().count()).sum();
+    if chars > server.eval_max_chars {
+        return Err(ApiError::new(
+            Code::BatchTooLarge,
+            format!(
+                "the memos have {chars} characters in all; the limit is {} (server.eval_max_chars)",
+                server.eval_max_chars
+            ),
+        ));
+    }
     // Every text on every route obeys the same limit.
     for (i, m) in memos.iter().enumerate() {
         let chars = m.text.chars().count();
