@@ -257,13 +257,36 @@ pub struct ServerConfig {
     pub queue: usize,
     /// Longest a request may take, queueing included.
     pub request_timeout_s: u64,
+    /// Longest from a request head's first byte to its end (a client trickling headers gets a
+    /// 408 and the connection closes).
+    pub header_timeout_s: u64,
+    /// Longest a keep-alive connection waits, idle, for its next request.
+    pub idle_timeout_s: u64,
+    /// Connections open at once; more are answered 503 `busy` and closed.
+    pub max_connections: usize,
     /// Most texts in one `/v1/tag/batch` call.
     pub batch_max: usize,
+    /// Most characters in all the texts of one `/v1/tag/batch` call.
+    pub batch_max_chars: usize,
+    /// Most memos in one `/v1/eval` call.
+    pub eval_max_memos: usize,
+    /// Most characters in all the memos of one `/v1/eval` call (tagging them must finish within
+    /// `request_timeout_s` even when several run at once).
+    pub eval_max_chars: usize,
+    /// Largest `/v1/eval` body, in bytes.
+    pub eval_max_bytes: usize,
+    /// Memo uploads received at once; more are answered 503 `busy` at once. An upload holds
+    /// one of these, not a transcription slot, until its body is complete.
+    pub max_uploads: usize,
+    /// Bytes per second a request body must average once `body_grace_s` has passed (0: no
+    /// minimum); a slower one ends with 408.
+    pub min_body_rate: u64,
+    pub body_grace_s: u64,
     /// Longest text accepted by the tagging endpoints, in characters.
     pub max_text_chars: usize,
     /// API keys; with none configured the API is open (a warning is logged).
     pub api_keys: Vec<ApiKey>,
-    /// Memos one API key may have in flight at once (0: no per-key limit, only the queue's).
+    /// Memos one API key may have in flight at once, uploading or transcribing (0: no limit).
     pub per_key_inflight: usize,
     pub idempotency_ttl_s: u64,
     pub idempotency_capacity: usize,
@@ -276,10 +299,20 @@ impl Default for ServerConfig {
             workers: 2,
             queue: 4,
             request_timeout_s: 120,
+            header_timeout_s: 10,
+            idle_timeout_s: 60,
+            max_connections: 1024,
             batch_max: 100,
+            batch_max_chars: 50_000,
+            eval_max_memos: 1000,
+            eval_max_chars: 50_000,
+            eval_max_bytes: 1024 * 1024,
+            max_uploads: 16,
+            min_body_rate: 4096,
+            body_grace_s: 10,
             max_text_chars: 5000,
             api_keys: Vec::new(),
-            per_key_inflight: 0,
+            per_key_inflight: 4,
             idempotency_ttl_s: 24 * 3600,
             idempotency_capacity: 1000,
         }
@@ -350,6 +383,9 @@ impl Config {
         if self.server.workers == 0 {
             return bad("server.workers must be at least 1");
         }
+        if self.server.max_uploads == 0 || self.server.max_connections == 0 {
+            return bad("server.max_uploads and server.max_connections must be at least 1");
+        }
         if self.audio.max_seconds <= 0.0
             || self.audio.min_seconds < 0.0
             || self.audio.min_seconds >= self.audio.max_seconds
@@ -367,6 +403,23 @@ impl Config {
         }
         if self.server.api_keys.iter().any(|k| k.key.len() < 16) {
             return bad("every API key must be at least 16 characters");
+        }
+        // Names are what logs show; two keys with one name could not be told apart there.
+        let mut names = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
+        for k in &self.server.api_keys {
+            if !k.name.is_empty() && !names.insert(k.name.as_str()) {
+                return Err(Error::InvalidInput(format!(
+                    "two API keys are named {:?}; each key needs its own name",
+                    k.name
+                )));
+            }
+            if !keys.insert(k.key.as_str()) {
+                return Err(Error::InvalidInput(format!(
+                    "the API key named {:?} is configured twice",
+                    k.name
+                )));
+            }
         }
         if let Some(d) = &self.asr.default_domain {
             crate::library::check_domain(d)
@@ -472,6 +525,27 @@ mod tests {
             let e = cfg.validate().unwrap_err().to_string();
             assert!(e.contains("audio.vad_pad_s"), "{e}");
         }
+    }
+
+    #[test]
+    fn two_keys_with_one_name_or_one_key_twice_are_refused() {
+        let cfg: Config = toml::from_str(
+            "[server]\napi_keys = [{ key = \"aaaaaaaaaaaaaaaa\", scopes = [\"tag\"], name = \"crm\" },\n{ key = \"bbbbbbbbbbbbbbbb\", scopes = [\"tag\"], name = \"crm\" }]\n",
+        )
+        .unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("\"crm\""), "{e}");
+        let cfg: Config = toml::from_str(
+            "[server]\napi_keys = [{ key = \"aaaaaaaaaaaaaaaa\", scopes = [\"tag\"] },\n{ key = \"aaaaaaaaaaaaaaaa\", scopes = [\"admin\"] }]\n",
+        )
+        .unwrap();
+        assert!(cfg.validate().is_err());
+        // Unnamed keys are fine: they are told apart by the key itself.
+        let cfg: Config = toml::from_str(
+            "[server]\napi_keys = [{ key = \"aaaaaaaaaaaaaaaa\", scopes = [\"tag\"] },\n{ key = \"bbbbbbbbbbbbbbbb\", scopes = [\"tag\"] }]\n",
+        )
+        .unwrap();
+        cfg.validate().unwrap();
     }
 
     #[test]

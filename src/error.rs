@@ -52,8 +52,10 @@ pub enum Error {
     UnsupportedFormat(String),
     #[error("corrupt or truncated audio: {0}")]
     CorruptAudio(String),
-    #[error("audio is {seconds:.1} s long; the limit is {limit:.0} s")]
-    AudioTooLong { seconds: f64, limit: f64 },
+    /// `seconds` is the audio's length where it is known (its header declares it); decoding
+    /// stops at the limit, so it never measures more than the limit itself.
+    #[error("audio is longer than {limit:.0} s{}", measured(.seconds))]
+    AudioTooLong { seconds: Option<f64>, limit: f64 },
     #[error("audio is {seconds:.2} s long; at least {limit:.2} s is needed")]
     AudioTooShort { seconds: f64, limit: f64 },
     #[error("upload is {bytes} bytes; the limit is {limit} bytes")]
@@ -64,6 +66,8 @@ pub enum Error {
     InvalidInput(String),
     #[error("invalid needs library: {0}")]
     Library(LibraryProblems),
+    #[error("another library reload is running; retry when it has finished")]
+    ReloadInProgress,
     #[error("{0}")]
     ModelUnavailable(String),
     #[error("speech recognition failed: {0}")]
@@ -74,6 +78,13 @@ pub enum Error {
     Index(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+fn measured(seconds: &Option<f64>) -> String {
+    match seconds {
+        Some(s) => format!(" (it is {s:.1} s long)"),
+        None => String::new(),
+    }
 }
 
 impl Error {
@@ -89,6 +100,7 @@ impl Error {
             Error::TextTooLong { .. } => "text_too_long",
             Error::InvalidInput(_) => "invalid_input",
             Error::Library(_) => "invalid_library",
+            Error::ReloadInProgress => "reload_in_progress",
             Error::ModelUnavailable(_) => "model_unavailable",
             Error::Asr(_) => "asr_failed",
             Error::Embedding(_) => "embedding_failed",
@@ -110,6 +122,7 @@ impl Error {
                 | Error::TextTooLong { .. }
                 | Error::InvalidInput(_)
                 | Error::Library(_)
+                | Error::ReloadInProgress
         )
     }
 }

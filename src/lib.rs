@@ -37,6 +37,20 @@ pub fn limit_allocator_arenas(n: i32) {
     let _ = n;
 }
 
+/// Serve allocations of at least `bytes` with their own mappings, returned to the system as soon
+/// as they are freed. glibc otherwise raises this threshold each time such a block is freed (up to
+/// 32 MB), after which uploads, decoded audio and whisper's buffers come from the heap and their
+/// memory stays with the process after the request. Call before any thread starts.
+pub fn map_large_allocations(bytes: i32) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, bytes);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = bytes;
+}
+
 /// Give memory the allocator holds free back to the system (after loading models, whose
 /// temporary buffers would otherwise stay resident).
 pub fn release_free_memory() {

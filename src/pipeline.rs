@@ -229,6 +229,8 @@ pub struct Engine {
     embedder: Option<Arc<Embedder>>,
     speech: Option<Speech>,
     current: ArcSwap<Loaded>,
+    /// Held while a reload validates, compiles and swaps: reloads never overlap.
+    reloading: std::sync::Mutex<()>,
 }
 
 /// The result of a library reload.
@@ -263,6 +265,7 @@ impl Engine {
             embedder,
             speech,
             current: ArcSwap::from_pointee(loaded),
+            reloading: std::sync::Mutex::new(()),
         })
     }
 
@@ -319,8 +322,16 @@ impl Engine {
     }
 
     /// Validate the library at `dir` (or the configured one) and swap it in. An invalid library
-    /// is refused with its problems and the current one keeps serving.
+    /// is refused with its problems and the current one keeps serving. Reloads are serialized:
+    /// while one runs, another is refused with [`Error::ReloadInProgress`] (so each reports the
+    /// version it really replaced). Every swap is logged with both versions, whether or not the
+    /// caller is still waiting for the answer.
     pub fn reload(&self, dir: Option<&Path>) -> Result<Reloaded> {
+        let _serial = match self.reloading.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(Error::ReloadInProgress),
+        };
         let dir = dir
             .map(Path::to_path_buf)
             .or_else(|| self.cfg.library.clone());
@@ -345,6 +356,14 @@ impl Engine {
             &self.cfg,
         )?;
         self.current.store(Arc::new(loaded));
+        tracing::info!(
+            previous_version = %out.previous_version,
+            version = %out.version,
+            needs = out.needs,
+            actions = out.actions,
+            packs = out.packs,
+            "library swapped"
+        );
         crate::release_free_memory();
         Ok(out)
     }

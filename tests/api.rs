@@ -698,6 +698,8 @@ async fn load_beyond_the_queue_gives_fast_503s_and_correct_200s() {
     let mut cfg = config("load");
     cfg.server.workers = 1;
     cfg.server.queue = 1;
+    // One key sends all eight: this is about the queue, not the per-key limit (default 4).
+    cfg.server.per_key_inflight = 0;
     let s = Server::start(cfg, true);
     let c = client();
     let audio = common::fixture_bytes("audio/thchs30_test.wav");

@@ -77,24 +77,37 @@ fn weekday(s: &str) -> Option<Weekday> {
     })
 }
 
-fn monday(d: NaiveDate) -> NaiveDate {
-    d - Duration::days(d.weekday().num_days_from_monday() as i64)
+/// The furthest ahead a next step may lie. A number that puts a date further out ("999999999天内")
+/// is not a plan anyone will act on: the phrase is left without a date rather than resolved.
+const HORIZON_DAYS: u64 = 2 * 366;
+
+/// `d` moved by `n` days, or None past the calendar's range.
+fn add_days(d: NaiveDate, n: i64) -> Option<NaiveDate> {
+    d.checked_add_signed(Duration::try_days(n)?)
 }
 
-fn month_end(year: i32, month: u32) -> NaiveDate {
+fn monday(d: NaiveDate) -> Option<NaiveDate> {
+    add_days(d, -(d.weekday().num_days_from_monday() as i64))
+}
+
+fn month_end(year: i32, month: u32) -> Option<NaiveDate> {
     let (y, m) = if month == 12 {
-        (year + 1, 1)
+        (year.checked_add(1)?, 1)
     } else {
         (year, month + 1)
     };
-    NaiveDate::from_ymd_opt(y, m, 1).unwrap() - Duration::days(1)
+    add_days(NaiveDate::from_ymd_opt(y, m, 1)?, -1)
 }
 
-fn add_months(d: NaiveDate, n: u32) -> NaiveDate {
-    let total = d.year() * 12 + d.month0() as i32 + n as i32;
+fn add_months(d: NaiveDate, n: u32) -> Option<NaiveDate> {
+    let total = d
+        .year()
+        .checked_mul(12)?
+        .checked_add(d.month0() as i32)?
+        .checked_add(i32::try_from(n).ok()?)?;
     let (y, m) = (total.div_euclid(12), total.rem_euclid(12) as u32 + 1);
-    let last = month_end(y, m).day();
-    NaiveDate::from_ymd_opt(y, m, d.day().min(last)).unwrap()
+    let last = month_end(y, m)?.day();
+    NaiveDate::from_ymd_opt(y, m, d.day().min(last))
 }
 
 /// The first time expression in `text`, resolved against `today`.
@@ -147,34 +160,40 @@ fn interpret(
     holidays: &[Holiday],
 ) -> Option<(NaiveDate, NaiveDate)> {
     let g = |i: usize| caps.get(i).map(|m| m.as_str()).unwrap_or("");
-    let num = |i: usize| crate::zh::parse_number(g(i)).map(|n| n as i64);
+    // Every number is range-checked before it is used: a count larger than `max` is not a
+    // date anyone plans by, and it must not overflow the calendar arithmetic.
+    let num = |i: usize, max: u64| {
+        crate::zh::parse_number(g(i))
+            .filter(|&n| n <= max)
+            .map(|n| n as i64)
+    };
     let before = |s: &str| matches!(s, "之前" | "以前" | "前");
     let within = |s: &str| matches!(s, "之内" | "以内" | "内");
+    let day = |d: NaiveDate, n: i64| add_days(d, n);
     Some(match kind {
         Kind::MonthDay => {
-            let (m, d) = (num(1)? as u32, num(2)? as u32);
+            let (m, d) = (num(1, 12)? as u32, num(2, 31)? as u32);
             let mut date = NaiveDate::from_ymd_opt(today.year(), m, d)?;
-            if date < today - Duration::days(60) {
-                date = NaiveDate::from_ymd_opt(today.year() + 1, m, d)?;
+            if date < day(today, -60)? {
+                date = NaiveDate::from_ymd_opt(today.year().checked_add(1)?, m, d)?;
             }
             if before(g(3)) {
-                (today, date - Duration::days(1))
+                (today, day(date, -1)?)
             } else {
                 (date, date)
             }
         }
         Kind::Weekday => {
-            let day = weekday(g(2))?;
+            let wd = weekday(g(2))?;
             let weeks = match g(1) {
                 "下" => 1,
                 "下下" => 2,
                 _ => 0,
             };
-            let mut date =
-                monday(today) + Duration::days(7 * weeks + day.num_days_from_monday() as i64);
+            let mut date = day(monday(today)?, 7 * weeks + wd.num_days_from_monday() as i64)?;
             if g(1).is_empty() && date < today {
                 // A bare "周三" already past this week means next week's.
-                date += Duration::days(7);
+                date = day(date, 7)?;
             }
             if before(g(3)) {
                 (today.min(date), date)
@@ -188,8 +207,8 @@ fn interpret(
                 "下下" => 2,
                 _ => 0,
             };
-            let start = monday(today) + Duration::days(7 * weeks);
-            let end = start + Duration::days(6);
+            let start = day(monday(today)?, 7 * weeks)?;
+            let end = day(start, 6)?;
             if weeks == 0 || within(g(2)) {
                 (today, end)
             } else {
@@ -197,10 +216,11 @@ fn interpret(
             }
         }
         Kind::WorkdaysWithin => {
-            let mut n = num(1)?;
+            // Five workdays a week: the horizon in workdays.
+            let mut n = num(1, HORIZON_DAYS * 5 / 7)?;
             let mut d = today;
             while n > 0 {
-                d += Duration::days(1);
+                d = day(d, 1)?;
                 if d.weekday().num_days_from_monday() < 5 {
                     n -= 1;
                 }
@@ -208,11 +228,10 @@ fn interpret(
             (today, d)
         }
         Kind::Within | Kind::After => {
-            let n = num(1)?;
             let end = match g(2) {
-                "天" | "日" => today + Duration::days(n),
-                "周" | "个星期" | "个礼拜" => today + Duration::days(7 * n),
-                "个月" => add_months(today, n as u32),
+                "天" | "日" => day(today, num(1, HORIZON_DAYS)?)?,
+                "周" | "个星期" | "个礼拜" => day(today, 7 * num(1, HORIZON_DAYS / 7)?)?,
+                "个月" => add_months(today, num(1, HORIZON_DAYS / 30)? as u32)?,
                 _ => return None,
             };
             if matches!(kind, Kind::Within) {
@@ -225,24 +244,24 @@ fn interpret(
             let which = g(1);
             let part = g(2);
             let base = if which.starts_with('下') {
-                add_months(today.with_day(1)?, 1)
+                add_months(today.with_day(1)?, 1)?
             } else {
                 today.with_day(1)?
             };
             let (y, m) = (base.year(), base.month());
-            let end = month_end(y, m);
+            let end = month_end(y, m)?;
             let (mut from, mut to) = match part {
                 "初" => (base, NaiveDate::from_ymd_opt(y, m, 10)?),
                 "中" | "中旬" => (
                     NaiveDate::from_ymd_opt(y, m, 11)?,
                     NaiveDate::from_ymd_opt(y, m, 20)?,
                 ),
-                _ => (end - Duration::days(4), end),
+                _ => (day(end, -4)?, end),
             };
             if which.is_empty() && to < today {
                 // "月初" said after the 10th means next month's.
-                let next = add_months(base, 1);
-                let e = month_end(next.year(), next.month());
+                let next = add_months(base, 1)?;
+                let e = month_end(next.year(), next.month())?;
                 (from, to) = match part {
                     "初" => (
                         next,
@@ -252,7 +271,7 @@ fn interpret(
                         NaiveDate::from_ymd_opt(next.year(), next.month(), 11)?,
                         NaiveDate::from_ymd_opt(next.year(), next.month(), 20)?,
                     ),
-                    _ => (e - Duration::days(4), e),
+                    _ => (day(e, -4)?, e),
                 };
             }
             if before(g(3)) {
@@ -262,8 +281,8 @@ fn interpret(
             }
         }
         Kind::NextMonth => {
-            let first = add_months(today.with_day(1)?, 1);
-            (first, month_end(first.year(), first.month()))
+            let first = add_months(today.with_day(1)?, 1)?;
+            (first, month_end(first.year(), first.month())?)
         }
         Kind::YearEnd => {
             let end = NaiveDate::from_ymd_opt(today.year(), 12, 31)?;
@@ -286,30 +305,30 @@ fn interpret(
                 .iter()
                 .find(|h| h.last >= today && (name.is_empty() || h.name == name))?;
             if before(g(2)) {
-                (today, h.first - Duration::days(1))
+                (today, day(h.first, -1)?)
             } else {
-                let start = h.last + Duration::days(1);
-                (start, start + Duration::days(6))
+                let start = day(h.last, 1)?;
+                (start, day(start, 6)?)
             }
         }
         Kind::AfterNewYear => {
             let h = holidays
                 .iter()
                 .find(|h| h.last >= today && h.name == "春节")?;
-            let start = h.last + Duration::days(1);
-            (start, start + Duration::days(6))
+            let start = day(h.last, 1)?;
+            (start, day(start, 6)?)
         }
-        Kind::Offset(n) => (today + Duration::days(n), today + Duration::days(n)),
-        Kind::Soon => (today + Duration::days(1), today + Duration::days(4)),
+        Kind::Offset(n) => (day(today, n)?, day(today, n)?),
+        Kind::Soon => (day(today, 1)?, day(today, 4)?),
         Kind::DayOfMonth => {
-            let d = num(1)? as u32;
+            let d = num(1, 31)? as u32;
             let mut date = today.with_day(d)?;
             if date < today {
-                let next = add_months(today.with_day(1)?, 1);
+                let next = add_months(today.with_day(1)?, 1)?;
                 date = next.with_day(d)?;
             }
             if before(g(2)) {
-                (today, date - Duration::days(1))
+                (today, day(date, -1)?)
             } else {
                 (date, date)
             }
@@ -496,6 +515,86 @@ mod tests {
             range("年底前", "2026-11-03"),
             ("2026-11-03".into(), "2026-12-31".into())
         );
+    }
+
+    #[test]
+    fn numbers_beyond_the_horizon_give_no_date_and_never_panic() {
+        for text in [
+            "999999999天内派工程师",
+            "9999999999999999999天内",
+            "99999999999999999999天后",
+            "4294967297个月内",
+            "2147483648个月内",
+            "999999999周内",
+            "99999个工作日内回复",
+            "1000000000000个星期以后",
+            "4294967297月4294967297日",
+            "3月4294967301日前",
+            "4294967297号前",
+            "九千九百九十九万天内",
+        ] {
+            for today in ["2026-03-04", "9999-12-31", "0001-01-01"] {
+                let due = resolve(text, d(today), &holidays());
+                assert!(due.is_none(), "{text} at {today}: {due:?}");
+            }
+        }
+        // Within the horizon a count still resolves.
+        assert_eq!(
+            range("700天内", "2026-03-04"),
+            ("2026-03-04".into(), "2028-02-02".into())
+        );
+        assert_eq!(
+            range("24个月内", "2026-03-04"),
+            ("2026-03-04".into(), "2028-03-04".into())
+        );
+    }
+
+    #[test]
+    fn dates_at_the_ends_of_the_calendar_never_panic() {
+        let phrases = [
+            "3月5号前",
+            "下周三",
+            "下下周",
+            "两个工作日内",
+            "3天内",
+            "3周后",
+            "一个月内",
+            "下个月底",
+            "月初",
+            "下个月",
+            "年底前",
+            "节后",
+            "过完年",
+            "大后天",
+            "改天",
+            "15号前",
+        ];
+        for text in phrases {
+            for today in [
+                NaiveDate::MIN,
+                NaiveDate::MAX,
+                d("9999-12-31"),
+                d("0000-01-01"),
+            ] {
+                let _ = resolve(text, today, &holidays());
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Any number in any phrase, on any day: a date within the horizon or none, never a panic.
+        #[test]
+        fn any_number_in_any_phrase(n in proptest::num::u64::ANY, small in 0u64..5000,
+                                    phrase in 0usize..9, days in -800_000i32..800_000) {
+            let today = NaiveDate::from_num_days_from_ce_opt(days).unwrap_or(NaiveDate::MIN);
+            let unit = ["天内", "天后", "周内", "个月内", "个工作日内", "月1日", "号前", "个星期以后", "日以内"][phrase];
+            for v in [n, small] {
+                if let Some(due) = resolve(&format!("{v}{unit}"), today, &holidays()) {
+                    proptest::prop_assert!(due.from <= due.to);
+                    proptest::prop_assert!((due.to - today).num_days() <= HORIZON_DAYS as i64 + 31);
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,15 +2,29 @@
 //! every configured key. Scopes: `tag` (memos, tagging) and `admin` (library reload).
 
 use axum::http::HeaderMap;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 use crate::config::{ApiKey, Scope};
 
-/// Who is calling: the key's name (never the key), for logs and per-key limits.
+/// Who is calling. `id` is a hash of the key itself: idempotency entries and per-key limits
+/// are scoped by it, so two keys never share them, whatever their (optional) names say. `name`
+/// is for logs (never the key).
 #[derive(Debug, Clone)]
 pub struct Caller {
+    pub id: CallerId,
     pub name: String,
+}
+
+/// SHA-256 of an API key; one fixed value for the anonymous caller of an open API.
+pub type CallerId = [u8; 32];
+
+fn key_id(key: &str) -> CallerId {
+    let mut h = Sha256::new();
+    h.update(b"needtag-api-key\0");
+    h.update(key.as_bytes());
+    h.finalize().into()
 }
 
 fn presented(headers: &HeaderMap) -> Option<&str> {
@@ -29,25 +43,29 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
 pub fn authorize(keys: &[ApiKey], headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
     if keys.is_empty() {
         return Ok(Caller {
+            id: [0; 32],
             name: "anonymous".into(),
         });
     }
     let Some(given) = presented(headers) else {
         return Err(ApiError::new(
-            "unauthorized",
+            Code::Unauthorized,
             "an API key is required (Authorization: Bearer <key> or X-API-Key)",
         ));
     };
     // Compare with every key without stopping early, so timing does not reveal which matched.
-    let mut found: Option<&ApiKey> = None;
-    for k in keys {
+    let mut found: Option<(usize, &ApiKey)> = None;
+    for (i, k) in keys.iter().enumerate() {
         let equal: bool = k.key.as_bytes().ct_eq(given.as_bytes()).into();
         if equal {
-            found = Some(k);
+            found = Some((i, k));
         }
     }
-    let Some(key) = found else {
-        return Err(ApiError::new("unauthorized", "the API key is not valid"));
+    let Some((index, key)) = found else {
+        return Err(ApiError::new(
+            Code::Unauthorized,
+            "the API key is not valid",
+        ));
     };
     if !key.scopes.contains(&scope) {
         let s = match scope {
@@ -55,13 +73,14 @@ pub fn authorize(keys: &[ApiKey], headers: &HeaderMap, scope: Scope) -> Result<C
             Scope::Admin => "admin",
         };
         return Err(ApiError::new(
-            "forbidden",
+            Code::Forbidden,
             format!("this API key lacks the {s} scope"),
         ));
     }
     Ok(Caller {
+        id: key_id(&key.key),
         name: if key.name.is_empty() {
-            "key".into()
+            format!("key-{}", index + 1)
         } else {
             key.name.clone()
         },
@@ -100,7 +119,7 @@ mod tests {
         let k = keys();
         assert_eq!(
             authorize(&k, &headers(&[]), Scope::Tag).unwrap_err().code,
-            "unauthorized"
+            Code::Unauthorized
         );
         assert_eq!(
             authorize(
@@ -110,7 +129,7 @@ mod tests {
             )
             .unwrap_err()
             .code,
-            "unauthorized"
+            Code::Unauthorized
         );
         assert_eq!(
             authorize(
@@ -130,7 +149,7 @@ mod tests {
             )
             .unwrap_err()
             .code,
-            "forbidden"
+            Code::Forbidden
         );
         assert_eq!(
             authorize(
@@ -146,5 +165,33 @@ mod tests {
             authorize(&[], &headers(&[]), Scope::Admin).unwrap().name,
             "anonymous"
         );
+    }
+
+    #[test]
+    fn callers_are_told_apart_by_their_key_not_their_name() {
+        let mut k = keys();
+        k[0].name = String::new();
+        k[1].name = String::new();
+        let a = authorize(
+            &k,
+            &headers(&[("x-api-key", "tag-key-0123456789")]),
+            Scope::Tag,
+        )
+        .unwrap();
+        let b = authorize(
+            &k,
+            &headers(&[("x-api-key", "admin-key-0123456789")]),
+            Scope::Tag,
+        )
+        .unwrap();
+        assert_ne!(a.id, b.id);
+        assert_ne!(a.name, b.name, "unnamed keys are logged by their position");
+        let again = authorize(
+            &k,
+            &headers(&[("authorization", "Bearer tag-key-0123456789")]),
+            Scope::Tag,
+        )
+        .unwrap();
+        assert_eq!(a.id, again.id);
     }
 }

@@ -6,7 +6,7 @@ use axum::extract::Path;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 
 const FILES: &[(&str, &str, &str)] = &[
     (
@@ -26,9 +26,16 @@ const FILES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The console loads only its own files: no inline script, no other origin, no framing. Styles
+/// set through the DOM (`el.style.x = …`) are not inline styles and stay allowed; recordings are
+/// played from `blob:` URLs; the favicon is `data:,`.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; media-src 'self' blob:; connect-src 'self'; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 fn serve(file: &str) -> Response {
     let Some((name, ct, embedded)) = FILES.iter().find(|(name, _, _)| *name == file) else {
-        return ApiError::new("not_found", format!("no console file {file:?}")).into_response();
+        return ApiError::new(Code::NotFound, format!("no console file {file:?}")).into_response();
     };
     let body = match std::env::var_os("NEEDTAG_CONSOLE_DIR") {
         Some(dir) => std::fs::read_to_string(std::path::Path::new(&dir).join(name))
@@ -39,6 +46,10 @@ fn serve(file: &str) -> Response {
         [
             (header::CONTENT_TYPE, *ct),
             (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
         ],
         body,
     )

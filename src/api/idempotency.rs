@@ -38,8 +38,11 @@ pub enum Begin {
     Wait(Arc<Notify>),
 }
 
+/// An entry's key: the caller's id (a hash of its API key) and its Idempotency-Key.
+pub type Key = ([u8; 32], String);
+
 pub struct IdempotencyStore {
-    inner: Mutex<(HashMap<String, Entry>, VecDeque<String>)>,
+    inner: Mutex<(HashMap<Key, Entry>, VecDeque<Key>)>,
     capacity: usize,
     ttl: Duration,
 }
@@ -53,7 +56,7 @@ impl IdempotencyStore {
         }
     }
 
-    pub fn begin(&self, key: &str, fingerprint: [u8; 32]) -> Begin {
+    pub fn begin(&self, key: &Key, fingerprint: [u8; 32]) -> Begin {
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (map, order) = &mut *guard;
         match map.get(key) {
@@ -100,21 +103,21 @@ impl IdempotencyStore {
             }
         }
         map.insert(
-            key.to_string(),
+            key.clone(),
             Entry::InFlight {
                 fingerprint,
                 done: Arc::new(Notify::new()),
             },
         );
-        order.push_back(key.to_string());
+        order.push_back(key.clone());
         Begin::New
     }
 
     /// Store the response of a finished first attempt.
-    pub fn finish(&self, key: &str, fingerprint: [u8; 32], response: Stored) {
+    pub fn finish(&self, key: &Key, fingerprint: [u8; 32], response: Stored) {
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(Entry::InFlight { done, .. }) = guard.0.insert(
-            key.to_string(),
+            key.clone(),
             Entry::Done {
                 fingerprint,
                 response,
@@ -126,7 +129,7 @@ impl IdempotencyStore {
     }
 
     /// Forget a first attempt that ended in a retryable error, so a retry runs again.
-    pub fn abandon(&self, key: &str) {
+    pub fn abandon(&self, key: &Key) {
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(Entry::InFlight { done, .. }) = guard.0.remove(key) {
             done.notify_waiters();
@@ -142,6 +145,10 @@ impl IdempotencyStore {
 mod tests {
     use super::*;
 
+    fn k(name: &str) -> Key {
+        ([1; 32], name.to_string())
+    }
+
     fn stored(s: &str) -> Stored {
         Stored {
             status: 200,
@@ -152,27 +159,42 @@ mod tests {
     #[test]
     fn replay_mismatch_and_bounds() {
         let store = IdempotencyStore::new(2, Duration::from_secs(60));
-        assert!(matches!(store.begin("a", [1; 32]), Begin::New));
-        assert!(matches!(store.begin("a", [1; 32]), Begin::Wait(_)));
-        store.finish("a", [1; 32], stored("first"));
-        assert!(matches!(store.begin("a", [1; 32]), Begin::Replay(r) if r.body == "first"));
-        assert!(matches!(store.begin("a", [2; 32]), Begin::Mismatch));
-        assert!(matches!(store.begin("b", [1; 32]), Begin::New));
-        store.finish("b", [1; 32], stored("b"));
-        assert!(matches!(store.begin("c", [1; 32]), Begin::New));
+        assert!(matches!(store.begin(&k("a"), [1; 32]), Begin::New));
+        assert!(matches!(store.begin(&k("a"), [1; 32]), Begin::Wait(_)));
+        store.finish(&k("a"), [1; 32], stored("first"));
+        assert!(matches!(store.begin(&k("a"), [1; 32]), Begin::Replay(r) if r.body == "first"));
+        assert!(matches!(store.begin(&k("a"), [2; 32]), Begin::Mismatch));
+        assert!(matches!(store.begin(&k("b"), [1; 32]), Begin::New));
+        store.finish(&k("b"), [1; 32], stored("b"));
+        assert!(matches!(store.begin(&k("c"), [1; 32]), Begin::New));
         assert!(store.len() <= 2, "store grew to {}", store.len());
         // "a" was the oldest and is gone.
-        assert!(matches!(store.begin("a", [9; 32]), Begin::New));
+        assert!(matches!(store.begin(&k("a"), [9; 32]), Begin::New));
     }
 
     #[test]
     fn entries_expire_and_abandoned_attempts_run_again() {
         let store = IdempotencyStore::new(10, Duration::from_millis(1));
-        assert!(matches!(store.begin("a", [1; 32]), Begin::New));
-        store.finish("a", [1; 32], stored("x"));
+        assert!(matches!(store.begin(&k("a"), [1; 32]), Begin::New));
+        store.finish(&k("a"), [1; 32], stored("x"));
         std::thread::sleep(Duration::from_millis(5));
-        assert!(matches!(store.begin("a", [1; 32]), Begin::New));
-        store.abandon("a");
-        assert!(matches!(store.begin("a", [1; 32]), Begin::New));
+        assert!(matches!(store.begin(&k("a"), [1; 32]), Begin::New));
+        store.abandon(&k("a"));
+        assert!(matches!(store.begin(&k("a"), [1; 32]), Begin::New));
+    }
+
+    #[test]
+    fn the_same_idempotency_key_of_two_callers_is_two_entries() {
+        let store = IdempotencyStore::new(10, Duration::from_secs(60));
+        let (a, b) = (([1; 32], "k".to_string()), ([2; 32], "k".to_string()));
+        assert!(matches!(store.begin(&a, [1; 32]), Begin::New));
+        store.finish(&a, [1; 32], stored("a's"));
+        assert!(matches!(store.begin(&b, [1; 32]), Begin::New));
+        assert!(matches!(
+            store.begin(&b, [9; 32]),
+            Begin::Wait(_) | Begin::Mismatch
+        ));
+        store.finish(&b, [1; 32], stored("b's"));
+        assert!(matches!(store.begin(&a, [1; 32]), Begin::Replay(r) if r.body == "a's"));
     }
 }

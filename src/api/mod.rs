@@ -3,30 +3,33 @@
 //! [`crate::pipeline::Engine`].
 
 mod auth;
+mod body;
+mod conn;
 pub mod console;
 pub mod error;
 mod idempotency;
 mod metrics;
 pub mod openapi;
+mod panics;
 mod queue;
+mod request;
 mod routes;
+mod serve;
+mod upload;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use error::ApiError;
+pub use error::{ApiError, Code};
 use idempotency::IdempotencyStore;
 use metrics::Metrics;
 pub use queue::TranscriptionPool;
+pub use serve::{serve, serve_router};
 
 use crate::config::Config;
 use crate::pipeline::Engine;
@@ -39,7 +42,11 @@ pub struct AppState {
     metrics: Metrics,
     idempotency: IdempotencyStore,
     shutting_down: AtomicBool,
-    in_flight: Mutex<HashMap<String, usize>>,
+    in_flight: Mutex<HashMap<auth::CallerId, usize>>,
+    /// Requests being handled (health, readiness and metrics aside): the drain waits for 0.
+    requests: AtomicUsize,
+    /// Memo uploads being received.
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 /// The loaded engine and its transcription workers.
@@ -60,6 +67,8 @@ impl AppState {
             loaded: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             in_flight: Mutex::new(HashMap::new()),
+            requests: AtomicUsize::new(0),
+            uploads: Arc::new(tokio::sync::Semaphore::new(cfg.server.max_uploads)),
             cfg: cfg.clone(),
         })
     }
@@ -84,33 +93,75 @@ impl AppState {
     /// The engine and workers, or `not_ready`.
     pub fn get(&self) -> Result<&Loaded, ApiError> {
         if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(ApiError::new("not_ready", "the service is shutting down").retry_after(5));
+            return Err(
+                ApiError::new(Code::NotReady, "the service is shutting down").retry_after(5),
+            );
         }
         self.loaded.get().ok_or_else(|| {
-            ApiError::new("not_ready", "the service is starting: models are loading").retry_after(2)
+            ApiError::new(
+                Code::NotReady,
+                "the service is starting: models are loading",
+            )
+            .retry_after(2)
         })
     }
 
+    /// Count a request being handled until the returned guard drops.
+    fn count_request(&self) -> Counted<'_> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        Counted(&self.requests)
+    }
+
+    /// An upload slot, if one is free, held until the upload's body is complete.
+    fn begin_upload(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.uploads.clone().try_acquire_owned().ok()
+    }
+
+    pub fn uploads_in_progress(&self) -> usize {
+        self.cfg
+            .server
+            .max_uploads
+            .saturating_sub(self.uploads.available_permits())
+    }
+
+    pub fn requests_in_flight(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
     /// Count a request of `caller` in flight; `None` when the caller is over its limit.
-    fn enter(&self, caller: &str) -> Option<InFlight<'_>> {
-        let limit = self.cfg.server.per_key_inflight;
+    fn enter(&self, caller: &auth::CallerId) -> Option<InFlight<'_>> {
+        // An open API has no keys to limit: its callers are one anonymous caller.
+        let limit = if self.cfg.server.api_keys.is_empty() {
+            0
+        } else {
+            self.cfg.server.per_key_inflight
+        };
         let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(caller.to_string()).or_default();
+        let n = map.entry(*caller).or_default();
         if limit > 0 && *n >= limit {
             return None;
         }
         *n += 1;
         Some(InFlight {
             state: self,
-            caller: caller.to_string(),
+            caller: *caller,
         })
+    }
+}
+
+/// A request counted as being handled until dropped.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 /// A request counted against its caller's in-flight limit until dropped.
 struct InFlight<'a> {
     state: &'a AppState,
-    caller: String,
+    caller: auth::CallerId,
 }
 
 impl Drop for InFlight<'_> {
@@ -122,11 +173,20 @@ impl Drop for InFlight<'_> {
             .unwrap_or_else(|p| p.into_inner());
         if let Some(n) = map.get_mut(&self.caller) {
             *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.caller);
+            }
         }
     }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The API with `extra` routes beside it, under the same per-request handling (ids, time
+/// limit, panics, JSON errors, metrics).
+pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
     let timeout = Duration::from_secs(state.cfg.server.request_timeout_s);
     Router::new()
         .route("/", get(console::index))
@@ -145,74 +205,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(openapi::spec))
-        .fallback(|| async { ApiError::new("not_found", "no such route") })
+        .merge(extra)
+        .fallback(|| async { ApiError::new(Code::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                "method_not_allowed",
+                Code::MethodNotAllowed,
                 "this route does not accept that method",
             )
         })
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
             (state.clone(), timeout),
-            observe,
+            request::observe,
         ))
         .with_state(state)
-}
-
-/// Per request: the overall time limit, metrics by route and status, and one log line without
-/// any customer data.
-async fn observe(
-    State((state, timeout)): State<(Arc<AppState>, Duration)>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let start = Instant::now();
-    let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let resp = match tokio::time::timeout(timeout, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => ApiError::new(
-            "request_timeout",
-            format!("the request took longer than {} s", timeout.as_secs()),
-        )
-        .into_response(),
-    };
-    let secs = start.elapsed().as_secs_f64();
-    let status = resp.status().as_u16();
-    state.metrics.request(&method, &route, status, secs);
-    tracing::info!(%method, %route, status, ms = (secs * 1000.0).round(), "request");
-    resp
-}
-
-/// Serve on `listener` until `shutdown` resolves; then stop accepting, finish in-flight
-/// requests and transcriptions, and return.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<AppState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = router(state.clone());
-    let st = state.clone();
-    let shutdown = async move {
-        shutdown.await;
-        st.shutting_down.store(true, Ordering::SeqCst);
-    };
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    let st = state.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        if let Some(l) = st.loaded.get() {
-            l.pool.shutdown();
-        }
-    })
-    .await;
-    result
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -19,6 +19,8 @@ use crate::result::MemoResult;
 struct Job {
     bytes: Bytes,
     meta: MemoMeta,
+    /// The request the memo came with, for the log line of a panic.
+    ctx: Option<super::panics::RequestContext>,
     reply: oneshot::Sender<Result<MemoResult>>,
 }
 
@@ -74,8 +76,11 @@ impl TranscriptionPool {
                     }
                     busy.fetch_add(1, Ordering::SeqCst);
                     let t = Instant::now();
+                    let (bytes, meta) = (job.bytes, job.meta);
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        engine.process_memo(&mut worker, job.bytes, job.meta)
+                        super::panics::scope(job.ctx, || {
+                            engine.process_memo(&mut worker, bytes, meta)
+                        })
                     }))
                     .unwrap_or_else(|_| {
                         // The borrowed states went back to the pool while unwinding; whisper
@@ -110,6 +115,11 @@ impl TranscriptionPool {
         self.slots.clone().try_acquire_owned().ok()
     }
 
+    /// True when every slot is taken.
+    pub fn is_full(&self) -> bool {
+        self.slots.available_permits() == 0
+    }
+
     /// Seconds until a slot is likely free, for Retry-After.
     pub fn retry_after(&self) -> u64 {
         let avg = self.avg_ms.load(Ordering::Relaxed) as u64;
@@ -134,7 +144,16 @@ impl TranscriptionPool {
                 )));
             };
             self.waiting.fetch_add(1, Ordering::SeqCst);
-            if tx.send(Job { bytes, meta, reply }).is_err() {
+            let ctx = super::panics::current();
+            if tx
+                .send(Job {
+                    bytes,
+                    meta,
+                    ctx,
+                    reply,
+                })
+                .is_err()
+            {
                 self.waiting.fetch_sub(1, Ordering::SeqCst);
                 return Ok(Err(Error::ModelUnavailable(
                     "the transcription workers have stopped".into(),

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,8 +15,10 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::auth::{authorize, Caller};
-use super::error::ApiError;
+use super::body::{self, Pace};
+use super::error::{ApiError, Code};
 use super::idempotency::{Begin, Stored};
+use super::upload;
 use super::AppState;
 use crate::config::Scope;
 use crate::library::{ActionDef, Need, Pack};
@@ -24,8 +27,6 @@ use crate::result::{MemoResult, TextResult};
 
 type Shared = State<Arc<AppState>>;
 
-/// Extra bytes allowed around the audio in a multipart body (boundaries, other fields).
-const MULTIPART_OVERHEAD: usize = 64 * 1024;
 /// Largest JSON body of a single tagging request.
 const TAG_BODY_LIMIT: usize = 256 * 1024;
 
@@ -34,7 +35,7 @@ fn parse_time(field: &str, s: Option<&str>) -> Result<Option<DateTime<FixedOffse
         None => Ok(None),
         Some(s) => DateTime::parse_from_rfc3339(s).map(Some).map_err(|_| {
             ApiError::new(
-                "invalid_input",
+                Code::InvalidInput,
                 format!(
                     "{field} {} is not an RFC 3339 time such as 2026-03-04T17:20:00+08:00",
                     crate::error::excerpt(s)
@@ -44,22 +45,17 @@ fn parse_time(field: &str, s: Option<&str>) -> Result<Option<DateTime<FixedOffse
     }
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let msg = e.to_string();
-        if msg.to_lowercase().contains("length limit") {
-            ApiError::new(
-                "payload_too_large",
-                format!("the body is larger than {limit} bytes"),
-            )
-        } else {
-            ApiError::new("invalid_request", format!("could not read the body: {msg}"))
-        }
-    })
+/// Blocking work for the current request, on tokio's blocking pool (a panic in it is logged with
+/// the request's id and route).
+fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> tokio::task::JoinHandle<R> {
+    let ctx = super::panics::current();
+    tokio::task::spawn_blocking(move || super::panics::scope(ctx, f))
 }
 
 fn json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::new("invalid_json", e.to_string()))
+    serde_json::from_slice(bytes).map_err(|e| ApiError::new(Code::InvalidJson, e.to_string()))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -69,12 +65,15 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
             let k = v
                 .to_str()
                 .map_err(|_| {
-                    ApiError::new("invalid_request", "Idempotency-Key must be visible ASCII")
+                    ApiError::new(
+                        Code::InvalidRequest,
+                        "Idempotency-Key must be visible ASCII",
+                    )
                 })?
                 .trim();
             if k.is_empty() || k.len() > 200 {
                 return Err(ApiError::new(
-                    "invalid_request",
+                    Code::InvalidRequest,
                     "Idempotency-Key must be 1–200 characters",
                 ));
             }
@@ -87,7 +86,7 @@ fn fingerprint(route: &str, caller: &Caller, parts: &[&[u8]]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(route.as_bytes());
     h.update([0]);
-    h.update(caller.name.as_bytes());
+    h.update(caller.id);
     for p in parts {
         h.update([0]);
         h.update(p);
@@ -111,6 +110,7 @@ fn replay(stored: Stored) -> Response {
 /// Run `work` once per (caller, Idempotency-Key, request); retries get the stored response.
 async fn idempotent<F, Fut>(
     state: &AppState,
+    caller: &Caller,
     key: Option<String>,
     fp: [u8; 32],
     work: F,
@@ -122,12 +122,15 @@ where
     let Some(key) = key else {
         return work().await.unwrap_or_else(IntoResponse::into_response);
     };
+    // Entries are scoped by the API key: another client's use of the same Idempotency-Key
+    // neither replays this one's response nor counts as a reuse.
+    let key = (caller.id, key);
     loop {
         match state.idempotency.begin(&key, fp) {
             Begin::Replay(stored) => return replay(stored),
             Begin::Mismatch => {
                 return ApiError::new(
-                    "idempotency_key_reused",
+                    Code::IdempotencyKeyReused,
                     "this Idempotency-Key was used with a different request",
                 )
                 .into_response()
@@ -184,25 +187,6 @@ pub struct MemoQuery {
     pub domain: Option<String>,
 }
 
-/// Audio types accepted as a raw body.
-fn is_audio_type(ct: &str) -> bool {
-    let ct = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    ct.starts_with("audio/")
-        || matches!(
-            ct.as_str(),
-            "application/octet-stream"
-                | "video/webm"
-                | "video/mp4"
-                | "video/3gpp"
-                | "application/ogg"
-        )
-}
-
 /// Transcribe and tag a voice memo.
 #[utoipa::path(post, path = "/v1/memos", tag = "memos",
     params(("rep_id" = Option<String>, Query), ("customer_id" = Option<String>, Query), ("recorded_at" = Option<String>, Query, description = "RFC 3339"),
@@ -213,19 +197,27 @@ fn is_audio_type(ct: &str) -> bool {
         (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
         (status = 429, body = super::error::ErrorBody), (status = 503, description = "busy: every worker and queue slot is taken; see Retry-After", body = super::error::ErrorBody)),
     security(("api_key" = [])))]
-pub async fn memos(State(state): Shared, Query(query): Query<MemoQuery>, req: Request) -> Response {
-    match memos_inner(state, query, req).await {
+pub async fn memos(State(state): Shared, req: Request) -> Response {
+    match memos_inner(state, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn memos_inner(
-    state: Arc<AppState>,
-    query: MemoQuery,
-    req: Request,
-) -> Result<Response, ApiError> {
+/// How fast bodies must arrive.
+fn pace(state: &AppState) -> Pace {
+    Pace {
+        min_rate: state.cfg.server.min_body_rate,
+        grace: Duration::from_secs(state.cfg.server.body_grace_s),
+    }
+}
+
+async fn memos_inner(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
+    // The key first: a request without one learns nothing else about the service.
     let caller = authorize(&state.cfg.server.api_keys, req.headers(), Scope::Tag)?;
+    let query = Query::<MemoQuery>::try_from_uri(req.uri())
+        .map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text()))?
+        .0;
     let loaded = state.get()?;
     let content_type = req
         .headers()
@@ -233,19 +225,20 @@ async fn memos_inner(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let multipart = content_type
-        .to_ascii_lowercase()
-        .starts_with("multipart/form-data");
-    if !multipart && !is_audio_type(&content_type) {
+    let multipart = upload::is_multipart(&content_type);
+    if !multipart && !upload::is_audio_type(&content_type) {
         return Err(ApiError::new(
-            "unsupported_media_type",
+            Code::UnsupportedMediaType,
             format!("send multipart/form-data with an `audio` field, or the audio with an audio/* content type (got {:?})", content_type),
         ));
     }
+    let max = state.cfg.audio.max_bytes;
+    // A declared length over the limit is refused before a byte is read.
+    body::refuse_declared(req.headers(), upload::limit(max, multipart))?;
     let idem = idempotency_key(req.headers())?;
-    let _counted = state.enter(&caller.name).ok_or_else(|| {
+    let _counted = state.enter(&caller.id).ok_or_else(|| {
         ApiError::new(
-            "too_many_requests",
+            Code::TooManyRequests,
             format!(
                 "this API key already has {} memos in flight",
                 state.cfg.server.per_key_inflight
@@ -253,76 +246,24 @@ async fn memos_inner(
         )
         .retry_after(loaded.pool.retry_after())
     })?;
-    // Without an idempotency key, a full queue is refused before the upload is read.
-    let mut permit = None;
-    if idem.is_none() {
-        permit = Some(loaded.pool.try_admit().ok_or_else(|| busy(loaded))?);
+    // With every transcription slot taken, say so before the upload is read.
+    if loaded.pool.is_full() {
+        return Err(busy(loaded));
     }
-    let max = state.cfg.audio.max_bytes;
-    let (bytes, meta) = if multipart {
-        let limit = max + MULTIPART_OVERHEAD;
-        // The audio field is read into one buffer sized from Content-Length (at most the
-        // limit), not one that doubles as it grows: a doubling buffer leaves the upload's bytes
-        // in a larger, fragmented allocation for as long as the memo waits in the queue.
-        let size_hint = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0)
-            .min(limit);
-        let (parts, body) = req.into_parts();
-        let limited =
-            Request::from_parts(parts, Body::new(http_body_util::Limited::new(body, limit)));
-        let mut mp = Multipart::from_request(limited, &state)
-            .await
-            .map_err(|e| ApiError::new("invalid_request", e.body_text()))?;
-        let mut audio: Option<Bytes> = None;
-        let mut fields = query;
-        loop {
-            let field = match mp.next_field().await {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return Err(multipart_error(e, limit)),
-            };
-            let name = field.name().unwrap_or("").to_string();
-            if matches!(name.as_str(), "audio" | "file") {
-                let mut field = field;
-                let mut buf = Vec::with_capacity(size_hint);
-                while let Some(chunk) =
-                    field.chunk().await.map_err(|e| multipart_error(e, limit))?
-                {
-                    buf.extend_from_slice(&chunk);
-                }
-                audio = Some(Bytes::from(buf));
-                continue;
-            }
-            let data = field.bytes().await.map_err(|e| multipart_error(e, limit))?;
-            match name.as_str() {
-                "rep_id" => fields.rep_id = Some(String::from_utf8_lossy(&data).into_owned()),
-                "customer_id" => {
-                    fields.customer_id = Some(String::from_utf8_lossy(&data).into_owned())
-                }
-                "recorded_at" => {
-                    fields.recorded_at = Some(String::from_utf8_lossy(&data).into_owned())
-                }
-                "domain" => fields.domain = Some(String::from_utf8_lossy(&data).into_owned()),
-                _ => {}
-            }
-        }
-        let audio = audio.ok_or_else(|| {
-            ApiError::new("invalid_request", "the multipart body has no `audio` field")
-        })?;
-        if audio.len() > max {
-            return Err(ApiError::new(
-                "payload_too_large",
-                format!("the audio is {} bytes; the limit is {max}", audio.len()),
-            ));
-        }
-        (audio, fields)
-    } else {
-        (read_body(req.into_body(), max).await?, query)
-    };
+    // The upload holds an upload slot while it arrives, not a transcription slot: a slow
+    // client cannot keep the workers from others.
+    let uploading = state.begin_upload().ok_or_else(|| {
+        ApiError::new(
+            Code::Busy,
+            format!(
+                "all {} upload slots are taken; retry shortly",
+                state.cfg.server.max_uploads
+            ),
+        )
+        .retry_after(1)
+    })?;
+    let (bytes, meta) = upload::read(req, query, max, pace(&state)).await?;
+    drop(uploading);
     let recorded_at = parse_time("recorded_at", meta.recorded_at.as_deref())?;
     let domain = meta
         .domain
@@ -350,12 +291,10 @@ async fn memos_inner(
         ],
     );
     let state2 = state.clone();
-    Ok(idempotent(&state, idem, fp, move || async move {
+    Ok(idempotent(&state, &caller, idem, fp, move || async move {
         let loaded = state2.get()?;
-        let permit = match permit {
-            Some(p) => p,
-            None => loaded.pool.try_admit().ok_or_else(|| busy(loaded))?,
-        };
+        // A transcription slot is taken only now that the whole upload is here.
+        let permit = loaded.pool.try_admit().ok_or_else(|| busy(loaded))?;
         let timeout = Duration::from_secs(state2.cfg.server.request_timeout_s);
         let result = loaded
             .pool
@@ -363,7 +302,7 @@ async fn memos_inner(
             .await
             .map_err(|_| {
                 ApiError::new(
-                    "request_timeout",
+                    Code::RequestTimeout,
                     "transcription did not finish within the time limit",
                 )
             })??;
@@ -375,7 +314,7 @@ async fn memos_inner(
 
 fn busy(loaded: &super::Loaded) -> ApiError {
     ApiError::new(
-        "busy",
+        Code::Busy,
         format!(
             "all {} transcription slots are taken ({} workers); retry shortly",
             loaded.pool.capacity(),
@@ -383,20 +322,6 @@ fn busy(loaded: &super::Loaded) -> ApiError {
         ),
     )
     .retry_after(loaded.pool.retry_after())
-}
-
-fn multipart_error(e: axum::extract::multipart::MultipartError, limit: usize) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            "payload_too_large",
-            format!("the upload is larger than {limit} bytes"),
-        )
-    } else {
-        ApiError::new(
-            "invalid_request",
-            format!("malformed multipart body: {}", e.body_text()),
-        )
-    }
 }
 
 fn record_stages(state: &AppState, r: &MemoResult) {
@@ -451,9 +376,9 @@ async fn tag_one(
         verifier: state.cfg.matcher.verifier,
         explain,
     };
-    let result = tokio::task::spawn_blocking(move || engine.tag_text_with(&text, recorded_at, how))
+    let result = blocking(move || engine.tag_text_with(&text, recorded_at, how))
         .await
-        .map_err(|_| ApiError::new("internal", "tagging failed"))??;
+        .map_err(|_| ApiError::new(Code::Internal, "tagging failed"))??;
     state.metrics.stage("tag", result.timings.tag_ms / 1000.0);
     Ok(result)
 }
@@ -468,12 +393,12 @@ pub async fn tag(State(state): Shared, headers: HeaderMap, body: Body) -> Respon
     let run = async {
         let caller = authorize(&state.cfg.server.api_keys, &headers, Scope::Tag)?;
         let idem = idempotency_key(&headers)?;
-        let bytes = read_body(body, TAG_BODY_LIMIT).await?;
+        let bytes = body::read(body, &headers, TAG_BODY_LIMIT, pace(&state)).await?;
         let req: TagRequest = json(&bytes)?;
         let fp = fingerprint("tag", &caller, &[&bytes]);
         let st = state.clone();
         Ok::<_, ApiError>(
-            idempotent(&state, idem, fp, move || async move {
+            idempotent(&state, &caller, idem, fp, move || async move {
                 let r = tag_one(
                     &st,
                     req.text,
@@ -525,54 +450,88 @@ pub struct BatchResult {
     pub error: Option<super::error::ErrorDetail>,
 }
 
-/// Tag many texts in one call (up to the configured batch limit).
+/// Largest batch body: every character of the texts escaped as `\\uXXXX` (six bytes, as
+/// Python's json.dumps writes Chinese), plus 1 KiB per item for its id, time and syntax.
+fn batch_body_limit(server: &crate::config::ServerConfig) -> usize {
+    server.batch_max_chars * 6 + server.batch_max.max(1) * 1024
+}
+
+/// Tag many texts in one call (up to the configured batch limits).
 #[utoipa::path(post, path = "/v1/tag/batch", tag = "tagging", request_body = BatchRequest,
     responses((status = 200, body = BatchResponse), (status = 400, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn tag_batch(State(state): Shared, headers: HeaderMap, body: Body) -> Response {
     let run = async {
         authorize(&state.cfg.server.api_keys, &headers, Scope::Tag)?;
-        let limit = state.cfg.server.batch_max.max(1) * (state.cfg.server.max_text_chars * 4 + 512);
-        let bytes = read_body(body, limit).await?;
+        let server = &state.cfg.server;
+        let bytes = body::read(body, &headers, batch_body_limit(server), pace(&state)).await?;
         let req: BatchRequest = json(&bytes)?;
-        if req.items.len() > state.cfg.server.batch_max {
+        drop(bytes);
+        if req.items.len() > server.batch_max {
             return Err(ApiError::new(
-                "batch_too_large",
+                Code::BatchTooLarge,
                 format!(
                     "{} texts; the limit is {}",
                     req.items.len(),
-                    state.cfg.server.batch_max
+                    server.batch_max
+                ),
+            ));
+        }
+        let chars: usize = req.items.iter().map(|i| i.text.chars().count()).sum();
+        if chars > server.batch_max_chars {
+            return Err(ApiError::new(
+                Code::BatchTooLarge,
+                format!(
+                    "the texts have {chars} characters in all; the limit is {} (server.batch_max_chars)",
+                    server.batch_max_chars
                 ),
             ));
         }
         let mut results = Vec::with_capacity(req.items.len());
         for item in req.items {
-            match tag_one(
-                &state,
-                item.text,
-                item.recorded_at.as_deref(),
-                req.mode,
-                false,
-            )
-            .await
-            {
+            let tagged = match item.id.as_ref().map(|id| id.chars().count()) {
+                Some(n) if n > crate::pipeline::MAX_ID_CHARS => Err(ApiError::new(
+                    Code::InvalidInput,
+                    format!(
+                        "id has {n} characters; at most {}",
+                        crate::pipeline::MAX_ID_CHARS
+                    ),
+                )),
+                _ => {
+                    tag_one(
+                        &state,
+                        item.text,
+                        item.recorded_at.as_deref(),
+                        req.mode,
+                        false,
+                    )
+                    .await
+                }
+            };
+            let id = item
+                .id
+                .filter(|id| id.chars().count() <= crate::pipeline::MAX_ID_CHARS);
+            match tagged {
                 Ok(r) => results.push(BatchResult {
-                    id: item.id,
+                    id,
                     result: Some(r),
                     error: None,
                 }),
                 Err(e) => results.push(BatchResult {
-                    id: item.id,
+                    id,
                     result: None,
                     error: Some(super::error::ErrorDetail {
-                        code: e.code.to_string(),
+                        code: e.code,
                         message: e.message,
                         problems: Vec::new(),
                     }),
                 }),
             }
         }
-        Ok(Json(BatchResponse { results }).into_response())
+        let resp = Json(BatchResponse { results }).into_response();
+        // Give back what tagging many texts left free in the allocator.
+        let _ = blocking(crate::release_free_memory).await;
+        Ok(resp)
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -669,14 +628,21 @@ pub async fn needs(State(state): Shared) -> Result<Json<Vec<NeedView>>, ApiError
     responses((status = 200, body = NeedView), (status = 404, body = super::error::ErrorBody)))]
 pub async fn need(
     State(state): Shared,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<NeedView>, ApiError> {
+    // A path that is not UTF-8 once decoded (`%ff`) names no need; say so as JSON.
+    let Path(id) = id.map_err(|e| {
+        ApiError::new(
+            Code::InvalidRequest,
+            format!("the need id is not valid: {}", e.body_text()),
+        )
+    })?;
     let lib = state.get()?.engine.library();
     lib.need(&id)
         .map(|n| Json(need_view(&lib, n)))
         .ok_or_else(|| {
             ApiError::new(
-                "not_found",
+                Code::NotFound,
                 format!("no need {id:?} in library {}", lib.version),
             )
         })
@@ -703,9 +669,9 @@ pub async fn packs(State(state): Shared) -> Result<Json<Vec<Pack>>, ApiError> {
 pub async fn reload(State(state): Shared, headers: HeaderMap) -> Result<Json<Reloaded>, ApiError> {
     let caller = authorize(&state.cfg.server.api_keys, &headers, Scope::Admin)?;
     let engine = state.get()?.engine.clone();
-    let result = tokio::task::spawn_blocking(move || engine.reload(None))
+    let result = blocking(move || engine.reload(None))
         .await
-        .map_err(|_| ApiError::new("internal", "reload failed"))?;
+        .map_err(|_| ApiError::new(Code::Internal, "reload failed"))?;
     match result {
         Ok(r) => {
             tracing::info!(caller = %caller.name, version = %r.version, changed = r.changed, "library reloaded");
@@ -729,6 +695,9 @@ pub struct EvalRequest {
     pub mode: Mode,
 }
 
+/// Memos evaluated per blocking call.
+const EVAL_STEP: usize = 16;
+
 /// Evaluate the library in service on labeled memos.
 #[utoipa::path(post, path = "/v1/eval", tag = "library", request_body = EvalRequest,
     responses((status = 200, description = "precision, recall and F1 per need and action, confusions and misses"), (status = 422, body = super::error::ErrorBody)),
@@ -739,7 +708,8 @@ pub async fn eval(
     body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&state.cfg.server.api_keys, &headers, Scope::Tag)?;
-    let bytes = read_body(body, 8 * 1024 * 1024).await?;
+    let server = &state.cfg.server;
+    let bytes = body::read(body, &headers, server.eval_max_bytes, pace(&state)).await?;
     let req: EvalRequest = if bytes.is_empty() {
         EvalRequest {
             jsonl: None,
@@ -748,27 +718,74 @@ pub async fn eval(
     } else {
         json(&bytes)?
     };
+    drop(bytes);
     let jsonl = req
         .jsonl
         .unwrap_or_else(|| crate::eval::BUNDLED_DEV_SET.to_string());
     let memos = crate::eval::parse_jsonl(&jsonl, "request")?;
+    drop(jsonl);
     if memos.is_empty() {
-        return Err(ApiError::new("invalid_input", "no memos in the JSONL"));
+        return Err(ApiError::new(Code::InvalidInput, "no memos in the JSONL"));
+    }
+    if memos.len() > server.eval_max_memos {
+        return Err(ApiError::new(
+            Code::BatchTooLarge,
+            format!(
+                "{} memos; the limit is {} (server.eval_max_memos)",
+                memos.len(),
+                server.eval_max_memos
+            ),
+        ));
+    }
+    let chars: usize = memos.iter().map(|m| m.text.chars().count()).sum();
+    if chars > server.eval_max_chars {
+        return Err(ApiError::new(
+            Code::BatchTooLarge,
+            format!(
+                "the memos have {chars} characters in all; the limit is {} (server.eval_max_chars)",
+                server.eval_max_chars
+            ),
+        ));
+    }
+    // Every text on every route obeys the same limit.
+    for (i, m) in memos.iter().enumerate() {
+        let chars = m.text.chars().count();
+        if chars > server.max_text_chars {
+            return Err(ApiError::new(
+                Code::TextTooLong,
+                format!(
+                    "memo {} ({}) has {chars} characters; the limit is {}",
+                    i + 1,
+                    crate::error::excerpt(&m.id),
+                    server.max_text_chars
+                ),
+            ));
+        }
     }
     let loaded = state.get()?.engine.current();
     let semantic = req.mode == Mode::Hybrid && loaded.matcher.has_semantic();
     let how = crate::pipeline::TagOptions::new(semantic, state.cfg.matcher.verifier);
-    let report = tokio::task::spawn_blocking(move || {
-        let preds = crate::eval::predict(&loaded.matcher, &memos, how, &|| {})?;
-        Ok::<_, crate::Error>(crate::eval::report(
-            &loaded.matcher,
-            &memos,
-            &preds,
-            semantic,
-        ))
+    let memos = Arc::new(memos);
+    // A few memos per blocking call: a client that goes away (or the time limit) stops the
+    // evaluation between calls instead of leaving it to run to the end.
+    let mut preds = Vec::with_capacity(memos.len());
+    for start in (0..memos.len()).step_by(EVAL_STEP) {
+        let (loaded, memos) = (loaded.clone(), memos.clone());
+        let end = (start + EVAL_STEP).min(memos.len());
+        let part = blocking(move || {
+            crate::eval::predict(&loaded.matcher, &memos[start..end], how, &|| {})
+        })
+        .await
+        .map_err(|_| ApiError::new(Code::Internal, "evaluation failed"))??;
+        preds.extend(part);
+    }
+    let report = blocking(move || {
+        let report = crate::eval::report(&loaded.matcher, &memos, &preds, semantic);
+        crate::release_free_memory();
+        report
     })
     .await
-    .map_err(|_| ApiError::new("internal", "evaluation failed"))??;
+    .map_err(|_| ApiError::new(Code::Internal, "evaluation failed"))?;
     Ok(Json(report).into_response())
 }
 
@@ -796,6 +813,9 @@ pub struct Ready {
     pub queue_capacity: usize,
     pub queue_depth: usize,
     pub busy_workers: usize,
+    /// Memo uploads being received: each holds an upload slot, not a transcription slot.
+    pub uploads_in_progress: usize,
+    pub upload_slots: usize,
 }
 
 /// Readiness: models loaded, library valid, workers running.
@@ -813,6 +833,8 @@ pub async fn readyz(State(state): Shared) -> Response {
         queue_capacity: loaded.pool.capacity(),
         queue_depth: loaded.pool.waiting(),
         busy_workers: loaded.pool.busy(),
+        uploads_in_progress: state.uploads_in_progress(),
+        upload_slots: state.cfg.server.max_uploads,
     })
     .into_response()
 }
@@ -844,6 +866,16 @@ pub async fn metrics(State(state): Shared) -> Response {
             "needtag_queue_capacity",
             "Transcription slots (workers + queue).",
             capacity as f64,
+        ),
+        (
+            "needtag_uploads_in_progress",
+            "Memo uploads being received (each holds an upload slot until its body is complete).",
+            state.uploads_in_progress() as f64,
+        ),
+        (
+            "needtag_upload_slots",
+            "Memo uploads that may be received at once (server.max_uploads).",
+            state.cfg.server.max_uploads as f64,
         ),
         (
             "needtag_idempotency_entries",

@@ -209,25 +209,46 @@ pub(crate) unsafe extern "C" fn filter_logits(
     if user_data.is_null() || logits.is_null() {
         return;
     }
-    let rules = &*(user_data as *const ByteRules);
-    let logits = std::slice::from_raw_parts_mut(logits, rules.n_vocab);
-    let decoded: Vec<i32> = if tokens.is_null() || n_tokens <= 0 {
-        Vec::new()
-    } else {
-        std::slice::from_raw_parts(tokens, n_tokens as usize)
-            .iter()
-            .rev()
-            .take(8)
-            .rev()
-            .map(|t| t.id)
-            .collect()
-    };
-    rules.apply(&decoded, logits);
+    without_unwinding(|| {
+        let rules = &*(user_data as *const ByteRules);
+        let logits = std::slice::from_raw_parts_mut(logits, rules.n_vocab);
+        let decoded: Vec<i32> = if tokens.is_null() || n_tokens <= 0 {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(tokens, n_tokens as usize)
+                .iter()
+                .rev()
+                .take(8)
+                .rev()
+                .map(|t| t.id)
+                .collect()
+        };
+        rules.apply(&decoded, logits);
+    });
+}
+
+/// Run `f` for whisper.cpp, which called us: a panic must not unwind into C (across
+/// `extern "C"` it aborts the whole process). The logits are then left as whisper computed
+/// them; the rules refine the decoding, it does not need them.
+fn without_unwinding(f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        tracing::error!("the logits filter panicked; this decoding step is unfiltered");
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_in_the_filter_does_not_unwind_into_whisper() {
+        let mut ran = false;
+        without_unwinding(|| {
+            ran = true;
+            panic!("a bug in the rules");
+        });
+        assert!(ran);
+    }
 
     /// A vocabulary of single bytes (ids 0–255, as the byte), a few merged tokens, then
     /// special tokens from 300.

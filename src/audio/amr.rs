@@ -169,7 +169,7 @@ impl StreamDecoder {
             for (f, &s) in self.samples.iter_mut().zip(&self.out[..n]) {
                 *f = s as f32 / 32768.0;
             }
-            if !pcm.push(&self.samples[..n]) {
+            if !pcm.push(&self.samples[..n])? {
                 return Ok(false);
             }
             pos += 1 + size;
@@ -207,7 +207,7 @@ pub(crate) fn decode_file(
         ));
     }
     let mut dec = StreamDecoder::new(band)?;
-    let mut pcm = Pcm::new(dec.rate(), 1, max_seconds)?;
+    let mut pcm = Pcm::new(dec.rate(), 1, max_seconds, None)?;
     match dec.decode_frames(body, &mut pcm) {
         Ok(_) => {}
         // Damage after real audio: keep the audio before it.

@@ -22,12 +22,14 @@ pub(crate) fn decode(
     bytes: bytes::Bytes,
     container: Container,
     max_seconds: f64,
+    mix: Option<&[bool]>,
 ) -> Result<(Pcm, String)> {
     let amr_in_mp4 = if container == Container::Mp4 {
         amr::sample_entry_in_mp4(&bytes)
     } else {
         None
     };
+    let file_len = bytes.len() as u64;
     let mss = MediaSourceStream::new(
         Box::new(Cursor::new(bytes)),
         MediaSourceStreamOptions::default(),
@@ -38,7 +40,30 @@ pub(crate) fn decode(
     };
     let reader: Box<dyn FormatReader> =
         open(container, mss, &opts).map_err(|e| open_error(container, e))?;
-    decode_reader(reader, container, amr_in_mp4, max_seconds)
+    let mut decoded = decode_reader(reader, container, amr_in_mp4, max_seconds, mix)?;
+    if container == Container::Wav {
+        // A WAV's length is its data chunk's size, which streaming writers set to 0xFFFFFFFF
+        // (unknown): believe it only when the file holds that many bytes.
+        let pcm = &mut decoded.0;
+        let bytes_per_frame = decoded_bits(&decoded.1) / 8 * pcm.channels as u64;
+        if pcm
+            .declared_frames
+            .is_some_and(|f| f.saturating_mul(bytes_per_frame.max(1)) > file_len)
+        {
+            pcm.declared_frames = None;
+        }
+    }
+    Ok(decoded)
+}
+
+/// Bits per sample of a PCM codec name (`pcm_s16le` → 16); 8 for the companded and unknown ones.
+fn decoded_bits(codec: &str) -> u64 {
+    codec
+        .trim_start_matches("pcm_")
+        .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .parse()
+        .unwrap_or(8)
 }
 
 fn open(
@@ -79,6 +104,7 @@ fn decode_reader(
     container: Container,
     amr_in_mp4: Option<amr::Band>,
     max_seconds: f64,
+    mix: Option<&[bool]>,
 ) -> Result<(Pcm, String)> {
     let track = reader
         .tracks()
@@ -96,7 +122,8 @@ fn decode_reader(
 
     if let Some(band) = amr_in_mp4 {
         let mut dec = amr::StreamDecoder::for_mp4(band)?;
-        let mut pcm = Pcm::new(dec.rate(), 1, max_seconds)?;
+        let mut pcm = Pcm::new(dec.rate(), 1, max_seconds, None)?;
+        pcm.declared_frames = declared(&params, dec.rate());
         let codec = dec.codec_name().to_string();
         for_each_packet(&mut *reader, track_id, |data| {
             dec.decode_frames(data, &mut pcm)
@@ -105,7 +132,8 @@ fn decode_reader(
     }
     if params.codec == CODEC_TYPE_OPUS {
         let mut dec = opus_dec::OpusStream::new(&params)?;
-        let mut pcm = Pcm::new(48_000, dec.channels(), max_seconds)?;
+        let mut pcm = Pcm::new(48_000, dec.channels(), max_seconds, None)?;
+        pcm.declared_frames = declared(&params, 48_000);
         for_each_packet(&mut *reader, track_id, |data| dec.decode(data, &mut pcm))?;
         return Ok((pcm, "opus".into()));
     }
@@ -167,7 +195,11 @@ fn decode_reader(
         }
         let out = match &mut pcm {
             Some(p) => p,
-            None => pcm.insert(Pcm::new(spec.rate, spec.channels.count(), max_seconds)?),
+            None => {
+                let mut p = Pcm::new(spec.rate, spec.channels.count(), max_seconds, mix)?;
+                p.declared_frames = declared(&params, spec.rate);
+                pcm.insert(p)
+            }
         };
         if out.channels != spec.channels.count() || out.rate != spec.rate {
             // Mid-stream format changes do not happen in memos; keep what we have.
@@ -178,7 +210,7 @@ fn decode_reader(
             _ => buf.insert(SampleBuffer::<f32>::new(frames as u64, spec)),
         };
         sb.copy_interleaved_ref(decoded);
-        if !out.push(sb.samples()) {
+        if !out.push(sb.samples())? {
             break;
         }
     }
@@ -186,6 +218,21 @@ fn decode_reader(
         Error::CorruptAudio(format!("no audio frames in this {} file", container.name()))
     })?;
     Ok((pcm, codec))
+}
+
+/// The track's length in frames at `rate`, as its header declares it (WAV, FLAC, MP4 and Ogg
+/// say; raw streams do not).
+fn declared(params: &CodecParameters, rate: u32) -> Option<u64> {
+    let frames = params.n_frames?;
+    match (params.time_base, params.sample_rate) {
+        // Ogg counts in granules of its time base; convert to the decoder's rate.
+        (Some(tb), _) if tb.denom != rate => {
+            let t = tb.calc_time(frames);
+            Some(((t.seconds as f64 + t.frac) * rate as f64) as u64)
+        }
+        (_, Some(r)) if r != rate => Some(frames * rate as u64 / r.max(1) as u64),
+        _ => Some(frames),
+    }
 }
 
 /// Feed each packet of `track_id` to `f` until the stream ends or `f` says stop.

@@ -7,6 +7,7 @@
 mod amr;
 mod container;
 mod opus_dec;
+mod pcm;
 mod resample;
 mod sniff;
 mod structure;
@@ -15,6 +16,8 @@ pub mod vad;
 use bytes::Bytes;
 use serde::Serialize;
 
+pub(crate) use pcm::Pcm;
+pub use pcm::{MAX_CHANNELS, MIN_RATE};
 pub use sniff::{sniff, Container};
 pub use vad::{SpeechMap, Timeline, Vad};
 
@@ -49,74 +52,6 @@ pub struct AudioInfo {
     pub duration_s: f64,
     /// True when the audio was longer than the limit and only its start was kept.
     pub truncated: bool,
-}
-
-/// Interleaved PCM as a decoder produces it, with the duration limit enforced while it grows.
-/// It is kept in blocks of whole frames, not one vector: a vector that doubles as it grows holds
-/// up to three times the audio while it moves (two minutes of 48 kHz stereo is 46 MB), for every
-/// memo being decoded at once.
-pub(crate) struct Pcm {
-    pub rate: u32,
-    pub channels: usize,
-    pub blocks: Vec<Vec<f32>>,
-    len: usize,
-    limit_frames: usize,
-    pub over_limit: bool,
-}
-
-/// Samples per block (1 MB of f32), rounded down to whole frames.
-const BLOCK_SAMPLES: usize = 1 << 18;
-
-impl Pcm {
-    fn new(rate: u32, channels: usize, max_seconds: f64) -> Result<Pcm> {
-        if rate == 0 || rate > 384_000 {
-            return Err(Error::CorruptAudio(format!(
-                "implausible sample rate {rate} Hz"
-            )));
-        }
-        if channels == 0 || channels > 16 {
-            return Err(Error::CorruptAudio(format!(
-                "implausible channel count {channels}"
-            )));
-        }
-        Ok(Pcm {
-            rate,
-            channels,
-            blocks: Vec::new(),
-            len: 0,
-            limit_frames: (max_seconds * rate as f64).ceil() as usize,
-            over_limit: false,
-        })
-    }
-
-    pub fn frames(&self) -> usize {
-        self.len / self.channels
-    }
-
-    /// Append interleaved samples; returns false (and keeps only what fits) once the limit is hit.
-    pub fn push(&mut self, interleaved: &[f32]) -> bool {
-        let room = (self.limit_frames - self.frames().min(self.limit_frames)) * self.channels;
-        let fits = interleaved.len() <= room;
-        let mut rest = &interleaved[..interleaved.len().min(room)];
-        let block = (BLOCK_SAMPLES / self.channels).max(1) * self.channels;
-        while !rest.is_empty() {
-            let last = match self.blocks.last_mut() {
-                Some(b) if b.len() < b.capacity() => b,
-                _ => {
-                    self.blocks.push(Vec::with_capacity(block));
-                    self.blocks.last_mut().expect("just pushed")
-                }
-            };
-            let n = (last.capacity() - last.len()).min(rest.len());
-            last.extend_from_slice(&rest[..n]);
-            self.len += n;
-            rest = &rest[n..];
-        }
-        if !fits {
-            self.over_limit = true;
-        }
-        fits
-    }
 }
 
 /// An upload's bytes, given to [`decode`] by value or by reference. Owned bytes (`Bytes`,
@@ -183,21 +118,38 @@ pub fn decode(bytes: impl AudioBytes, cfg: &AudioConfig) -> Result<DecodedAudio>
                 Error::CorruptAudio(format!("{} file is damaged: {why}", container.name()))
             })?;
             let owned = bytes.into_bytes();
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                container::decode(owned, container, decode_limit)
-            }))
-            .unwrap_or_else(|_| {
-                Err(Error::CorruptAudio(format!(
-                    "{} file is damaged (its structure is inconsistent)",
-                    container.name()
-                )))
-            })?
+            let demux = |owned: Bytes, mix: Option<&[bool]>| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                    container::decode(owned, container, decode_limit, mix)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(Error::CorruptAudio(format!(
+                        "{} file is damaged (its structure is inconsistent)",
+                        container.name()
+                    )))
+                })
+            };
+            let first = demux(owned.clone(), None)?;
+            match first.0.measured() {
+                // More than two channels: that pass only measured them; mix the active ones.
+                Some(energy) if !(first.0.over_limit && cfg.long_audio == LongAudio::Reject) => {
+                    let active = active_channels(energy);
+                    drop(first);
+                    demux(owned, Some(&active))?
+                }
+                _ => first,
+            }
         }
     };
     let source_rate = pcm.rate;
     let source_channels = pcm.channels as u16;
     let over_limit = pcm.over_limit;
-    let decoded_s = pcm.frames() as f64 / pcm.rate as f64;
+    // Decoding stops at the limit, so it never measures a longer file; the header may say.
+    let declared_s = pcm.declared_seconds();
+    let too_long = || Error::AudioTooLong {
+        seconds: declared_s.filter(|&s| s > cfg.max_seconds),
+        limit: cfg.max_seconds,
+    };
     if pcm.frames() == 0 {
         return Err(Error::CorruptAudio(format!(
             "no audio could be decoded from this {}",
@@ -205,22 +157,15 @@ pub fn decode(bytes: impl AudioBytes, cfg: &AudioConfig) -> Result<DecodedAudio>
         )));
     }
     if over_limit && cfg.long_audio == LongAudio::Reject {
-        return Err(Error::AudioTooLong {
-            seconds: decoded_s,
-            limit: cfg.max_seconds,
-        });
+        return Err(too_long());
     }
-    let mono = mixdown_blocks(&pcm.blocks, pcm.channels);
-    drop(pcm);
-    let mut samples = resample::to_16k(&mono, source_rate)?;
-    drop(mono);
+    let (at_16k, channels) = pcm.finish()?;
+    let mut samples = mixdown_blocks(&at_16k, channels);
+    drop(at_16k);
     let max_samples = (cfg.max_seconds * SAMPLE_RATE as f64) as usize;
     let truncated = over_limit || samples.len() > max_samples;
     if truncated && cfg.long_audio == LongAudio::Reject {
-        return Err(Error::AudioTooLong {
-            seconds: decoded_s,
-            limit: cfg.max_seconds,
-        });
+        return Err(too_long());
     }
     samples.truncate(max_samples);
     condition(&mut samples);
@@ -318,12 +263,7 @@ fn mixdown_blocks<B: AsRef<[f32]>>(blocks: &[B], channels: usize) -> Vec<f32> {
             *e += (s as f64) * (s as f64);
         }
     }
-    let loudest = energy.iter().cloned().fold(0.0, f64::max);
-    // -20 dB in energy terms.
-    let active: Vec<bool> = energy
-        .iter()
-        .map(|&e| loudest > 0.0 && e >= loudest * 0.01)
-        .collect();
+    let active = active_channels(&energy);
     let n_active = active.iter().filter(|&&a| a).count().max(1) as f32;
     let mut mono = Vec::with_capacity(frames);
     for frame in frames_of() {
@@ -336,6 +276,15 @@ fn mixdown_blocks<B: AsRef<[f32]>>(blocks: &[B], channels: usize) -> Vec<f32> {
         mono.push(sum / n_active);
     }
     mono
+}
+
+/// Channels within 20 dB of the loudest (by energy over the whole audio).
+fn active_channels(energy: &[f64]) -> Vec<bool> {
+    let loudest = energy.iter().cloned().fold(0.0, f64::max);
+    energy
+        .iter()
+        .map(|&e| loudest > 0.0 && e >= loudest * 0.01)
+        .collect()
 }
 
 /// Remove DC offset (a one-pole high-pass at ~10 Hz) and replace non-finite samples.
@@ -413,33 +362,6 @@ mod tests {
     }
 
     #[test]
-    fn pcm_limit_stops_at_the_boundary() {
-        let mut pcm = Pcm::new(10, 2, 1.0).unwrap();
-        assert!(pcm.push(&[0.0; 16]));
-        assert!(!pcm.push(&[0.0; 16]));
-        assert_eq!(pcm.frames(), 10);
-        assert!(pcm.over_limit);
-    }
-
-    #[test]
-    fn blocks_hold_whole_frames_and_mix_down_like_one_vector() {
-        // Three channels do not divide the block size: frames must still not straddle blocks.
-        let mut pcm = Pcm::new(48_000, 3, 60.0).unwrap();
-        let interleaved: Vec<f32> = (0..3 * 200_000)
-            .map(|i| ((i % 977) as f32) / 977.0)
-            .collect();
-        for piece in interleaved.chunks(3 * 1024) {
-            assert!(pcm.push(piece));
-        }
-        assert!(pcm.blocks.len() > 1);
-        assert!(pcm.blocks.iter().all(|b| b.len() % 3 == 0));
-        assert_eq!(pcm.frames(), 200_000);
-        assert_eq!(mixdown_blocks(&pcm.blocks, 3), mixdown(&interleaved, 3));
-        let flat: Vec<f32> = pcm.blocks.concat();
-        assert_eq!(flat, interleaved);
-    }
-
-    #[test]
     fn empty_and_oversized_uploads_are_refused_before_decoding() {
         let cfg = AudioConfig {
             max_bytes: 10,
@@ -450,6 +372,103 @@ mod tests {
             decode(&[0u8; 11], &cfg).unwrap_err().code(),
             "payload_too_large"
         );
+    }
+
+    fn wav_8bit(rate: u32, seconds: f64) -> Vec<u8> {
+        let mut wav = std::io::Cursor::new(Vec::new());
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: rate,
+            bits_per_sample: 8,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::new(&mut wav, spec).unwrap();
+        for i in 0..(rate as f64 * seconds) as usize {
+            w.write_sample(((i as f32 * 0.3).sin() * 60.0) as i8)
+                .unwrap();
+        }
+        w.finalize().unwrap();
+        wav.into_inner()
+    }
+
+    #[test]
+    fn implausible_source_rates_are_corrupt_audio() {
+        for rate in [1, 100, 3_999] {
+            let wav = wav_8bit(rate, 10.0);
+            let e = decode(&wav, &AudioConfig::default()).unwrap_err();
+            assert_eq!(e.code(), "corrupt_audio", "{rate} Hz: {e}");
+        }
+        assert!(decode(&wav_8bit(4_000, 2.0), &AudioConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn too_long_says_longer_than_the_limit_with_the_length_the_header_declares() {
+        let cfg = AudioConfig {
+            max_seconds: 10.0,
+            ..AudioConfig::default()
+        };
+        for (seconds, said) in [(10.5, "10.5"), (30.0, "30.0")] {
+            let e = decode(&wav_8bit(8_000, seconds), &cfg)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!("audio is longer than 10 s (it is {said} s long)"),
+                "{seconds} s"
+            );
+        }
+        // A stream that declares no length is only known to be longer.
+        let mut wav = wav_8bit(8_000, 12.0);
+        wav[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        wav[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
+        let e = decode(&wav, &cfg).unwrap_err();
+        assert_eq!(e.code(), "audio_too_long");
+        assert_eq!(e.to_string(), "audio is longer than 10 s");
+    }
+
+    /// Eight channels decode as the mean of the active ones, like two do.
+    #[test]
+    fn many_channel_files_decode_like_their_active_channels() {
+        let mut wav = std::io::Cursor::new(Vec::new());
+        let spec = hound::WavSpec {
+            channels: 8,
+            sample_rate: 16_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::new(&mut wav, spec).unwrap();
+        let tone = |i: usize| ((i as f32 * 0.05).sin() * 8000.0) as i16;
+        for i in 0..16_000 * 2 {
+            for ch in 0..8 {
+                w.write_sample(if ch == 2 || ch == 5 { tone(i) } else { 0 })
+                    .unwrap();
+            }
+        }
+        w.finalize().unwrap();
+        let eight = decode(wav.into_inner(), &AudioConfig::default()).unwrap();
+        assert_eq!(eight.info.source_channels, 8);
+        let mut mono = std::io::Cursor::new(Vec::new());
+        let mut w = hound::WavWriter::new(
+            &mut mono,
+            hound::WavSpec {
+                channels: 1,
+                ..spec
+            },
+        )
+        .unwrap();
+        for i in 0..16_000 * 2 {
+            w.write_sample(tone(i)).unwrap();
+        }
+        w.finalize().unwrap();
+        let one = decode(mono.into_inner(), &AudioConfig::default()).unwrap();
+        assert_eq!(eight.samples.len(), one.samples.len());
+        let worst = eight
+            .samples
+            .iter()
+            .zip(&one.samples)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-4, "{worst}");
     }
 
     #[test]

@@ -75,6 +75,6 @@ impl OpusStream {
             self.skip -= drop;
             samples = &samples[drop * self.channels..];
         }
-        Ok(pcm.push(samples))
+        pcm.push(samples)
     }
 }

@@ -1,33 +1,171 @@
-//! Resampling to 16 kHz with rubato's FFT resampler (fixed ratio, whole clip in memory).
+//! Resampling to 16 kHz with rubato's FFT resampler, as the decoded audio arrives: only the
+//! 16 kHz output is kept, never the source at its own rate, so the memory a decode holds is
+//! bounded by the output's duration whatever rate the file declares.
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{Fft, FixedSync, Resampler};
+use rubato::{Fft, FixedSync, Indexing, Resampler};
 
 use super::SAMPLE_RATE;
 use crate::error::{Error, Result};
 
-/// Resample mono audio from `rate` to 16 kHz. The output has `len × 16000 / rate` samples
-/// (rounded up), aligned with the input (the resampler's delay is trimmed).
-pub(crate) fn to_16k(mono: &[f32], rate: u32) -> Result<Vec<f32>> {
-    if rate == SAMPLE_RATE || mono.is_empty() {
-        return Ok(mono.to_vec());
+/// Input frames per resampler call.
+const CHUNK: usize = 1024;
+
+/// Interleaved audio of some channels at `rate` in, the same channels at 16 kHz out. The output
+/// is aligned with the input (the resampler's delay is trimmed) and has
+/// `ceil(frames × 16000 / rate)` frames, exactly as rubato's `process_all` gives for the whole
+/// clip at once.
+pub(crate) struct To16k {
+    channels: usize,
+    rate: u32,
+    resampler: Option<Fft<f32>>,
+    /// Input frames waiting for a whole chunk (interleaved).
+    pending: Vec<f32>,
+    /// One call's output (interleaved).
+    scratch: Vec<f32>,
+    /// Output frames still to drop for the resampler's delay.
+    to_trim: usize,
+    frames_in: usize,
+    frames_out: usize,
+}
+
+impl To16k {
+    pub fn new(rate: u32, channels: usize) -> Result<To16k> {
+        let err = |e: &dyn std::fmt::Display| {
+            Error::CorruptAudio(format!("cannot resample from {rate} Hz: {e}"))
+        };
+        let resampler = if rate == SAMPLE_RATE {
+            None
+        } else {
+            Some(
+                Fft::<f32>::new(
+                    rate as usize,
+                    SAMPLE_RATE as usize,
+                    CHUNK,
+                    channels,
+                    FixedSync::Input,
+                )
+                .map_err(|e| err(&e))?,
+            )
+        };
+        let (to_trim, scratch) = match &resampler {
+            Some(r) => (
+                r.output_delay(),
+                vec![0.0; r.output_frames_max() * channels],
+            ),
+            None => (0, Vec::new()),
+        };
+        Ok(To16k {
+            channels,
+            rate,
+            resampler,
+            pending: Vec::new(),
+            scratch,
+            to_trim,
+            frames_in: 0,
+            frames_out: 0,
+        })
     }
-    let err = |e: &dyn std::fmt::Display| {
-        Error::CorruptAudio(format!("cannot resample from {rate} Hz: {e}"))
-    };
-    let mut resampler = Fft::<f32>::new(
-        rate as usize,
-        SAMPLE_RATE as usize,
-        1024,
-        1,
-        FixedSync::Input,
-    )
-    .map_err(|e| err(&e))?;
-    let input = InterleavedSlice::new(mono, 1, mono.len()).map_err(|e| err(&e))?;
-    let out = resampler
-        .process_all(&input, mono.len(), None)
-        .map_err(|e| err(&e))?;
-    Ok(out.take_data())
+
+    /// Resample whole interleaved frames; the 16 kHz frames made so far go to `out`.
+    pub fn push(&mut self, mut input: &[f32], out: &mut dyn FnMut(&[f32])) -> Result<()> {
+        self.frames_in += input.len() / self.channels;
+        if self.resampler.is_none() {
+            self.frames_out += input.len() / self.channels;
+            out(input);
+            return Ok(());
+        }
+        let whole = CHUNK * self.channels;
+        if !self.pending.is_empty() {
+            let take = (whole - self.pending.len()).min(input.len());
+            self.pending.extend_from_slice(&input[..take]);
+            input = &input[take..];
+            if self.pending.len() < whole {
+                return Ok(());
+            }
+            let pending = std::mem::take(&mut self.pending);
+            self.process(&pending, None, out)?;
+            self.pending = pending;
+            self.pending.clear();
+        }
+        while input.len() >= whole {
+            self.process(&input[..whole], None, out)?;
+            input = &input[whole..];
+        }
+        self.pending.extend_from_slice(input);
+        Ok(())
+    }
+
+    /// Resample what is left and the resampler's tail; the last frames go to `out`.
+    pub fn finish(mut self, out: &mut dyn FnMut(&[f32])) -> Result<()> {
+        if self.resampler.is_none() {
+            return Ok(());
+        }
+        let expected =
+            (self.frames_in as f64 * SAMPLE_RATE as f64 / self.rate as f64).ceil() as usize;
+        let pending = std::mem::take(&mut self.pending);
+        if !pending.is_empty() {
+            self.process(&pending, Some(pending.len() / self.channels), out)?;
+        }
+        // The resampler's delay: feed silence until every expected frame has come out.
+        while self.frames_out < expected {
+            self.process(&[], Some(0), out)?;
+        }
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        input: &[f32],
+        partial: Option<usize>,
+        out: &mut dyn FnMut(&[f32]),
+    ) -> Result<()> {
+        let rate = self.rate;
+        let err = |e: &dyn std::fmt::Display| {
+            Error::CorruptAudio(format!("cannot resample from {rate} Hz: {e}"))
+        };
+        let Some(resampler) = self.resampler.as_mut() else {
+            return Ok(());
+        };
+        let ch = self.channels;
+        let in_frames = input.len() / ch;
+        let out_frames = self.scratch.len() / ch;
+        let buf_in = InterleavedSlice::new(input, ch, in_frames).map_err(|e| err(&e))?;
+        let mut buf_out =
+            InterleavedSlice::new_mut(&mut self.scratch, ch, out_frames).map_err(|e| err(&e))?;
+        let indexing = Indexing {
+            input_offset: 0,
+            output_offset: 0,
+            active_channels_mask: None,
+            partial_len: partial,
+        };
+        let (_, made) = resampler
+            .process_into_buffer(&buf_in, &mut buf_out, Some(&indexing))
+            .map_err(|e| err(&e))?;
+        let drop = self.to_trim.min(made);
+        self.to_trim -= drop;
+        let expected = if partial.is_some() {
+            (self.frames_in as f64 * SAMPLE_RATE as f64 / rate as f64).ceil() as usize
+        } else {
+            usize::MAX
+        };
+        let keep = (made - drop).min(expected.saturating_sub(self.frames_out));
+        if keep > 0 {
+            out(&self.scratch[drop * ch..(drop + keep) * ch]);
+            self.frames_out += keep;
+        }
+        Ok(())
+    }
+}
+
+/// Resample mono audio from `rate` to 16 kHz in one call.
+#[cfg(test)]
+pub(crate) fn to_16k(mono: &[f32], rate: u32) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    let mut r = To16k::new(rate, 1)?;
+    r.push(mono, &mut |s| out.extend_from_slice(s))?;
+    r.finish(&mut |s| out.extend_from_slice(s))?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -89,5 +227,52 @@ mod tests {
         let out = to_16k(&tone(48_000, 1.0, 12_000.0), 48_000).unwrap();
         let rms = (out[2000..14000].iter().map(|s| s * s).sum::<f32>() / 12000.0).sqrt();
         assert!(rms < 0.01, "aliasing: rms {rms}");
+    }
+
+    /// Pushed in pieces of any size, the stream gives what rubato's whole-clip call gives.
+    #[test]
+    fn streaming_equals_the_whole_clip_at_once() {
+        for (rate, channels, frames) in [
+            (44_100, 2, 44_100 + 17),
+            (48_000, 1, 3 * 1024),
+            (8_000, 3, 999),
+            (22_050, 1, 10),
+        ] {
+            let input: Vec<f32> = (0..frames * channels)
+                .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+                .collect();
+            let mut whole = Fft::<f32>::new(rate, 16_000, CHUNK, channels, FixedSync::Input)
+                .unwrap()
+                .process_all(
+                    &InterleavedSlice::new(&input, channels, frames).unwrap(),
+                    frames,
+                    None,
+                )
+                .unwrap()
+                .take_data();
+            whole.truncate(whole.len() / channels * channels);
+            for piece in [1, 333, 1024, 5000] {
+                let mut got = Vec::new();
+                let mut r = To16k::new(rate as u32, channels).unwrap();
+                for p in input.chunks(piece * channels) {
+                    r.push(p, &mut |s| got.extend_from_slice(s)).unwrap();
+                }
+                r.finish(&mut |s| got.extend_from_slice(s)).unwrap();
+                assert_eq!(
+                    got.len(),
+                    whole.len(),
+                    "{rate} Hz × {channels}, pieces of {piece}"
+                );
+                let worst = got
+                    .iter()
+                    .zip(&whole)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    worst < 1e-5,
+                    "{rate} Hz × {channels}, pieces of {piece}: {worst}"
+                );
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! validated completely before use (an invalid library is never half-loaded), and versioned by
 //! a content hash. Knows nothing about memos.
 
+mod files;
 mod schema;
 
 use std::collections::{BTreeMap, HashMap};
@@ -188,7 +189,7 @@ impl Library {
 
     /// Load and validate a library directory.
     pub fn load(dir: &Path) -> Result<Library> {
-        let files = read_dir(dir)?;
+        let files = files::read_dir(dir)?;
         Library::from_files(files, &dir.display().to_string())
     }
 
@@ -269,49 +270,6 @@ impl Library {
         }
         out
     }
-}
-
-/// The library files of a directory: `library.toml`, `language.toml`, `actions.toml`,
-/// `needs/*.toml`, `packs/*.toml`.
-fn read_dir(dir: &Path) -> Result<Vec<(String, String)>> {
-    if !dir.is_dir() {
-        return Err(Error::Library(LibraryProblems(vec![LibraryProblem {
-            file: dir.display().to_string(),
-            line: None,
-            field: None,
-            message: "not a directory".into(),
-        }])));
-    }
-    let mut files = Vec::new();
-    let mut read = |rel: String, path: &Path| -> Result<()> {
-        files.push((rel, std::fs::read_to_string(path)?));
-        Ok(())
-    };
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "toml")
-            || path.file_name().is_some_and(|n| n == crate::verifier::FILE)
-        {
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            read(name, &path)?;
-        }
-    }
-    for sub in ["needs", "packs"] {
-        let d = dir.join(sub);
-        if !d.is_dir() {
-            continue;
-        }
-        for entry in std::fs::read_dir(&d)? {
-            let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "toml") {
-                read(
-                    format!("{sub}/{}", path.file_name().unwrap().to_string_lossy()),
-                    &path,
-                )?;
-            }
-        }
-    }
-    Ok(files)
 }
 
 fn version_of(files: &[(String, String)]) -> String {

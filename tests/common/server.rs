@@ -54,6 +54,11 @@ pub fn config(tag: &str) -> Config {
 impl Server {
     /// Start a server; with `load` false it stays in the not-ready state until `set_engine`.
     pub fn start(cfg: Config, load: bool) -> Server {
+        Server::start_with(cfg, load, axum::Router::new())
+    }
+
+    /// Start a server that also serves `extra` routes (under the API's per-request handling).
+    pub fn start_with(cfg: Config, load: bool, extra: axum::Router<Arc<AppState>>) -> Server {
         let state = AppState::starting(&cfg);
         if load {
             state
@@ -72,7 +77,8 @@ impl Server {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                needtag::api::serve(listener, st, async {
+                let app = needtag::api::router_with(st.clone(), extra);
+                needtag::api::serve_router(listener, st, app, async {
                     let _ = stop_rx.await;
                 })
                 .await
@@ -91,6 +97,18 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Ask the server to stop (graceful) without waiting.
+    pub fn begin_stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+
+    /// True once the server has stopped serving.
+    pub fn has_stopped(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
     /// Ask the server to stop (graceful) and wait until it has.
