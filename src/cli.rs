@@ -112,6 +112,9 @@ enum Command {
         /// Decide needs by the scoring weights and thresholds alone, without the verifier.
         #[arg(long)]
         no_verifier: bool,
+        /// The verifier's need threshold instead of the fitted one.
+        #[arg(long)]
+        threshold: Option<f32>,
     },
     /// Fit the library's verifier on labeled memos (JSONL) and write it to the library
     /// directory's verifier.json; prints the cross-validated scores.
@@ -311,9 +314,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             let engine = Engine::load(&cfg, false)?;
             let how = needtag::pipeline::TagOptions {
-                semantic: !keyword_only,
-                verifier: cfg.matcher.verifier,
                 explain,
+                ..needtag::pipeline::TagOptions::from_config(&cfg, !keyword_only)
             };
             let out = engine.tag_text_with(&text, parse_time(recorded_at.as_deref())?, how)?;
             let mut v = serde_json::to_value(&out)?;
@@ -363,10 +365,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             features,
             fit,
             no_verifier,
+            threshold,
         } => {
             let mut cfg = config(&cli.global)?;
             cfg.matcher.semantic = !keyword_only;
             cfg.matcher.verifier &= !no_verifier;
+            cfg.matcher.verifier_threshold = threshold.or(cfg.matcher.verifier_threshold);
             if fit {
                 return crate::report::fit(&cfg, &files);
             }

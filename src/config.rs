@@ -205,6 +205,9 @@ pub struct MatcherConfig {
     /// Decide needs with the library's fitted verifier (`verifier.json`) when it has one;
     /// off: by each need's fused confidence and threshold alone.
     pub verifier: bool,
+    /// The verifier's need threshold instead of the one `needtag fit` chose (higher: fewer,
+    /// surer tags).
+    pub verifier_threshold: Option<f32>,
 }
 
 impl Default for MatcherConfig {
@@ -214,6 +217,7 @@ impl Default for MatcherConfig {
             embedding_threads: 1,
             embedding_sessions: 1,
             verifier: true,
+            verifier_threshold: None,
         }
     }
 }
@@ -400,6 +404,11 @@ impl Config {
             || self.audio.max_pause_s < 0.0
         {
             return bad("audio.vad_pad_s must lie in [0, 2] and audio.max_pause_s be at least 0");
+        }
+        if let Some(t) = self.matcher.verifier_threshold {
+            if !(t > 0.0 && t < 1.0) {
+                return bad("matcher.verifier_threshold must lie in (0, 1)");
+            }
         }
         if self.server.api_keys.iter().any(|k| k.key.len() < 16) {
             return bad("every API key must be at least 16 characters");

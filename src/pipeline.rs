@@ -378,7 +378,7 @@ impl Engine {
         self.tag_text_with(
             text,
             recorded_at,
-            TagOptions::new(semantic, self.cfg.matcher.verifier),
+            TagOptions::from_config(&self.cfg, semantic),
         )
     }
 
@@ -441,7 +441,7 @@ impl Engine {
             &loaded.matcher,
             &tr.transcript.text,
             Some(recorded_at),
-            TagOptions::new(loaded.matcher.has_semantic(), self.cfg.matcher.verifier),
+            TagOptions::from_config(&self.cfg, loaded.matcher.has_semantic()),
         )?;
         let mut timings = tr.timings;
         timings.tag_ms = ms(t);
@@ -477,6 +477,19 @@ pub struct TagOptions {
     pub verifier: bool,
     /// Report the candidates that were not tagged, and why.
     pub explain: bool,
+    /// The verifier's need threshold instead of the fitted one (`matcher.verifier_threshold`).
+    pub threshold: Option<f32>,
+}
+
+impl Default for TagOptions {
+    fn default() -> Self {
+        TagOptions {
+            semantic: true,
+            verifier: true,
+            explain: false,
+            threshold: None,
+        }
+    }
 }
 
 impl TagOptions {
@@ -484,7 +497,17 @@ impl TagOptions {
         TagOptions {
             semantic,
             verifier,
-            explain: false,
+            ..TagOptions::default()
+        }
+    }
+
+    /// The options the configuration asks for.
+    pub fn from_config(cfg: &Config, semantic: bool) -> TagOptions {
+        TagOptions {
+            semantic,
+            verifier: cfg.matcher.verifier,
+            threshold: cfg.matcher.verifier_threshold,
+            ..TagOptions::default()
         }
     }
 }
@@ -502,6 +525,7 @@ pub fn tag(
         crate::matcher::Decide {
             verifier: how.verifier,
             explain: how.explain,
+            threshold: how.threshold,
         },
     );
     let needs = outcome.tags;

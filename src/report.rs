@@ -60,7 +60,7 @@ pub fn eval(
     misses: usize,
     features: Option<&Path>,
 ) -> Result<ExitCode> {
-    let how = TagOptions::new(semantic, cfg.matcher.verifier);
+    let how = TagOptions::from_config(cfg, semantic);
     let memos = load(files)?;
     let embedder = embedder(cfg, semantic)?;
     let base = matcher(cfg.library.as_deref(), embedder.clone())?;
@@ -145,7 +145,8 @@ pub fn fit_verifier(
     options: &needtag::verifier::fit::Options,
 ) -> Result<ExitCode> {
     let memos = load(files)?;
-    let m = matcher(cfg.library.as_deref(), embedder(cfg, true)?)?;
+    let lib = Library::load_for_fitting(cfg.library.as_deref())?;
+    let m = Matcher::build(Arc::new(lib), embedder(cfg, true)?)?;
     let started = std::time::Instant::now();
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let (verifier, report) = needtag::verifier::fit::fit(&m, &memos, names, options, &|step| {

@@ -134,10 +134,10 @@ fn other_authors_hard_negatives() {
     let m = &e.current().matcher;
     let with = run(m, file.to_str().unwrap(), how(true, true));
     let without = run(m, file.to_str().unwrap(), how(true, false));
-    at_least("hard needs micro-F1", with.needs.micro_f1, 0.86);
-    at_least("hard needs precision", with.needs.micro_precision, 0.8);
+    at_least("hard needs micro-F1", with.needs.micro_f1, 0.87);
+    at_least("hard needs precision", with.needs.micro_precision, 0.84);
     assert!(
-        with.negated_needs_tagged.len() <= 6,
+        with.negated_needs_tagged.len() <= 4,
         "negated needs tagged: {:?}",
         with.negated_needs_tagged
     );

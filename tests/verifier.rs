@@ -89,9 +89,8 @@ fn the_verifier_decides_and_the_switch_turns_it_off() {
 fn explaining_lists_the_candidates_the_verifier_dropped() {
     let e = engine(&common::root().join("need-library"), true);
     let how = TagOptions {
-        semantic: true,
-        verifier: true,
         explain: true,
+        ..TagOptions::default()
     };
     let r = e
         .tag_text_with(
@@ -162,9 +161,8 @@ fn a_counter_example_takes_a_tag_away() {
     assert_eq!(need.counter_examples.len(), 1);
     let changed = engine(&dir, true);
     let how = TagOptions {
-        semantic: true,
-        verifier: true,
         explain: true,
+        ..TagOptions::default()
     };
     let r = changed.tag_text_with(memo, None, how).unwrap();
     assert!(
@@ -248,6 +246,9 @@ fn a_verifier_of_another_feature_schema_is_refused_with_the_file_named() {
         msg.contains("verifier.json") && msg.contains("schema"),
         "{msg}"
     );
+    // `needtag fit` can still load the library to fit a new one.
+    let for_fit = Library::load_for_fitting(Some(&dir)).unwrap();
+    assert!(for_fit.verifier.is_none());
     std::fs::write(&path, "{not json").unwrap();
     let msg = Library::load(&dir).unwrap_err().to_string();
     assert!(msg.contains("verifier.json"), "{msg}");

@@ -167,6 +167,9 @@ pub fn candidates(
     candidates
 }
 
+/// Whether action `usize`'s mentions report it as done: the verifier's verdict.
+type Judge<'a> = &'a dyn Fn(usize, &[&Candidate]) -> crate::verifier::Judgement;
+
 /// The action tags of `candidates`, the planned and negated action ids, and the clauses of
 /// planned actions; decided by the verifier when given one (`judge` says whether an action's
 /// mentions report it as done), else by the cues alone.
@@ -174,7 +177,7 @@ fn decide(
     m: &Matcher,
     a: &Analysis,
     candidates: &[Candidate],
-    judge: Option<&dyn Fn(usize, &[&Candidate]) -> crate::verifier::Judgement>,
+    judge: Option<Judge<'_>>,
 ) -> (
     Vec<ActionTag>,
     Vec<String>,
@@ -294,13 +297,14 @@ pub fn classify(
         (Some(part), Some(memo)) => {
             let heads = part.heads(a.semantic.is_some());
             let judge = |ai: usize, mine: &[&Candidate]| {
-                let view = crate::verifier::features::MemoView {
-                    open: memo.open[ai].unwrap_or(0.0),
-                    topic: memo.topic[ai].unwrap_or(0.0),
-                };
+                let clause = crate::verifier::features::action_anchor(mine)
+                    .map(|c| c.clause)
+                    .unwrap_or(0);
+                let view = crate::verifier::memo_view(&part.memo, &memo, a, ai, ids[ai], clause)
+                    .unwrap_or_default();
                 let topic = crate::verifier::features::action(m, a, ai, mine, view, false);
                 let state = crate::verifier::features::action(m, a, ai, mine, view, true);
-                heads.judge(&topic, &state, 6)
+                heads.judge(&topic, &state, 6, None)
             };
             decide(m, a, &candidates, Some(&judge))
         }

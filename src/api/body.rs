@@ -101,7 +101,7 @@ pub struct Paced {
 }
 
 impl Paced {
-    pub fn new(inner: Body, pace: Pace) -> (Body, TooSlow) {
+    pub fn wrap(inner: Body, pace: Pace) -> (Body, TooSlow) {
         let slow = TooSlow::default();
         let start = Instant::now();
         let paced = Paced {
@@ -212,7 +212,7 @@ pub async fn read(
     pace: Pace,
 ) -> Result<Bytes, ApiError> {
     refuse_declared(headers, limit)?;
-    let (mut body, slow) = Paced::new(body, pace);
+    let (mut body, slow) = Paced::wrap(body, pace);
     let mut buf = Buffer::new(declared_length(headers), limit);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
@@ -257,7 +257,7 @@ mod tests {
             grace: Duration::from_millis(200),
         };
         let trickle = Trickle(tokio::time::interval(Duration::from_millis(100)));
-        let (mut body, slow) = Paced::new(Body::new(trickle), pace);
+        let (mut body, slow) = Paced::wrap(Body::new(trickle), pace);
         let started = Instant::now();
         let mut failed = false;
         while let Some(frame) = body.frame().await {

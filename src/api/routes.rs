@@ -372,9 +372,8 @@ async fn tag_one(
     let recorded_at = parse_time("recorded_at", recorded_at)?;
     let engine = state.get()?.engine.clone();
     let how = crate::pipeline::TagOptions {
-        semantic: mode == Mode::Hybrid,
-        verifier: state.cfg.matcher.verifier,
         explain,
+        ..crate::pipeline::TagOptions::from_config(&state.cfg, mode == Mode::Hybrid)
     };
     let result = blocking(move || engine.tag_text_with(&text, recorded_at, how))
         .await
@@ -764,7 +763,7 @@ pub async fn eval(
     }
     let loaded = state.get()?.engine.current();
     let semantic = req.mode == Mode::Hybrid && loaded.matcher.has_semantic();
-    let how = crate::pipeline::TagOptions::new(semantic, state.cfg.matcher.verifier);
+    let how = crate::pipeline::TagOptions::from_config(&state.cfg, semantic);
     let memos = Arc::new(memos);
     // A few memos per blocking call: a client that goes away (or the time limit) stops the
     // evaluation between calls instead of leaving it to run to the end.

@@ -88,7 +88,7 @@ pub async fn read(
     body::refuse_declared(req.headers(), limit)?;
     let declared = body::declared_length(req.headers());
     let (parts, b) = req.into_parts();
-    let (paced, slow) = Paced::new(b, pace);
+    let (paced, slow) = Paced::wrap(b, pace);
     let limited = Request::from_parts(parts, Body::new(http_body_util::Limited::new(paced, limit)));
     let mut form = Multipart::from_request(limited, &())
         .await

@@ -398,7 +398,7 @@ mod tests {
             let e = decode(&wav, &AudioConfig::default()).unwrap_err();
             assert_eq!(e.code(), "corrupt_audio", "{rate} Hz: {e}");
         }
-        assert!(decode(&wav_8bit(4_000, 2.0), &AudioConfig::default()).is_ok());
+        assert!(decode(wav_8bit(4_000, 2.0), &AudioConfig::default()).is_ok());
     }
 
     #[test]
@@ -408,7 +408,7 @@ mod tests {
             ..AudioConfig::default()
         };
         for (seconds, said) in [(10.5, "10.5"), (30.0, "30.0")] {
-            let e = decode(&wav_8bit(8_000, seconds), &cfg)
+            let e = decode(wav_8bit(8_000, seconds), &cfg)
                 .unwrap_err()
                 .to_string();
             assert_eq!(

@@ -201,6 +201,28 @@ impl Library {
         }
     }
 
+    /// The library in `dir` (or the compiled-in one) without its verifier: what `needtag fit`
+    /// fits a new verifier for, whatever state the old one is in.
+    pub fn load_for_fitting(dir: Option<&Path>) -> Result<Library> {
+        let files = match dir {
+            Some(d) => files::read_dir(d)?,
+            None => EMBEDDED_LIBRARY
+                .iter()
+                .map(|(p, c)| (p.to_string(), c.to_string()))
+                .collect(),
+        };
+        let source = dir
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "embedded".into());
+        Library::from_files(
+            files
+                .into_iter()
+                .filter(|(p, _)| p != crate::verifier::FILE)
+                .collect(),
+            &source,
+        )
+    }
+
     /// Validate a set of (relative path, content) files.
     pub fn from_files(mut files: Vec<(String, String)>, source: &str) -> Result<Library> {
         files.sort();

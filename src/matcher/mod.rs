@@ -98,6 +98,8 @@ pub struct Decide {
     pub verifier: bool,
     /// Also report the candidates that were not tagged, and why.
     pub explain: bool,
+    /// The verifier's threshold instead of the fitted one.
+    pub threshold: Option<f32>,
 }
 
 /// The needs of a text: tagged, ruled out, and (when explaining) the other candidates.
@@ -478,18 +480,23 @@ impl Matcher {
         };
         for c in candidates {
             let need = &self.lib.needs[c.need];
-            let view = memo.as_ref().and_then(|s| {
-                Some(crate::verifier::features::MemoView {
-                    open: s.open[c.need]?,
-                    topic: s.topic[c.need]?,
-                })
-            });
+            let view = match (verifier, &memo) {
+                (Some(v), Some(s)) => crate::verifier::memo_view(
+                    &v.needs.memo,
+                    s,
+                    a,
+                    c.need,
+                    &need.id,
+                    c.anchor.clause,
+                ),
+                _ => None,
+            };
             let judged = match (verifier, view) {
                 (Some(v), Some(view)) => {
                     let heads = v.needs.heads(a.semantic.is_some());
                     let topic = crate::verifier::features::need(a, &c, view, false);
                     let state = crate::verifier::features::need(a, &c, view, true);
-                    let mut j = heads.judge(&topic, &state, 6);
+                    let mut j = heads.judge(&topic, &state, 6, how.threshold);
                     if let Some(hit) = self.counter_example(a, &c, &memo_vector) {
                         j.keep = false;
                         j.reasons.insert(

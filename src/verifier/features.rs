@@ -15,7 +15,7 @@ use super::ngrams;
 
 /// The version of the feature definitions below. A verifier file fitted against another
 /// version is refused, so a change here requires `needtag fit`.
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 
 /// A candidate's features: named values, and n-gram keys (value 1).
 #[derive(Debug, Clone, Default)]
@@ -24,13 +24,30 @@ pub struct Features {
     pub ngrams: Vec<String>,
 }
 
-/// The memo-level classifier's view of one need.
+/// The memo-level classifier's view of one label (need or action), for the whole memo and for
+/// the clauses around the candidate's anchor (the one before it and the three after it).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MemoView {
-    /// Probability that the memo expresses the need as an open need.
+    /// Probability that the memo expresses the need as an open need (an action: done).
     pub open: f32,
-    /// Probability that the memo is about the need at all (open or closed).
+    /// Probability that the memo is about it at all (open or closed; an action: mentioned).
     pub topic: f32,
+    pub window_open: f32,
+    pub window_topic: f32,
+}
+
+/// The text the window scores read: clauses `ci - 1 ..= ci + 3`, joined by commas.
+pub fn window_text(a: &Analysis, ci: usize) -> String {
+    let clauses = &a.text.clauses;
+    let from = ci.saturating_sub(1);
+    let to = (ci + 4).min(clauses.len());
+    clauses
+        .get(from..to)
+        .unwrap_or(&[])
+        .iter()
+        .map(|c| c.norm.as_str())
+        .collect::<Vec<_>>()
+        .join("，")
 }
 
 /// Every dense feature name, in a fixed order (for the file and for explanations).
@@ -61,6 +78,8 @@ pub const DENSE: &[&str] = &[
     "clauses_log",
     "memo_open",
     "memo_topic",
+    "window_open",
+    "window_topic",
 ];
 
 /// Features of one need candidate. `with_ngrams` adds the context n-grams (the state model
@@ -131,6 +150,8 @@ pub fn need(a: &Analysis, c: &NeedCandidate, memo: MemoView, with_ngrams: bool) 
         ("clauses_log", (n as f32).ln()),
         ("memo_open", logit(memo.open) / 3.0),
         ("memo_topic", logit(memo.topic) / 3.0),
+        ("window_open", logit(memo.window_open) / 3.0),
+        ("window_topic", logit(memo.window_topic) / 3.0),
     ];
     debug_assert!(dense.iter().map(|d| d.0).eq(DENSE.iter().copied()));
     let mut grams = Vec::new();
@@ -165,7 +186,25 @@ pub const ACTION_DENSE: &[&str] = &[
     "clauses_log",
     "memo_done",
     "memo_mentioned",
+    "window_done",
+    "window_mentioned",
 ];
+
+/// The mention an action's features read around: the strongest one the cues read as done,
+/// else the strongest.
+pub fn action_anchor<'a>(mine: &[&'a ActionCandidate]) -> Option<&'a ActionCandidate> {
+    let strength = |c: &ActionCandidate| match c.kind {
+        EvidenceKind::Keyword => 3.0,
+        EvidenceKind::Pattern => 2.0,
+        _ => c.score,
+    };
+    let done = |c: &ActionCandidate| c.modality == Modality::Done;
+    mine.iter().copied().max_by(|x, y| {
+        (done(x), strength(x))
+            .partial_cmp(&(done(y), strength(y)))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    })
+}
 
 /// Features of action `ai` from its mentions `mine` (at least one). The anchor is the
 /// strongest mention the cues read as done, else the strongest mention. `memo.open` is the
@@ -178,21 +217,8 @@ pub fn action(
     memo: MemoView,
     with_ngrams: bool,
 ) -> Features {
-    let strength = |c: &ActionCandidate| match c.kind {
-        EvidenceKind::Keyword => 3.0,
-        EvidenceKind::Pattern => 2.0,
-        _ => c.score,
-    };
     let done = |c: &ActionCandidate| c.modality == Modality::Done;
-    let anchor = mine
-        .iter()
-        .copied()
-        .max_by(|x, y| {
-            (done(x), strength(x))
-                .partial_cmp(&(done(y), strength(y)))
-                .unwrap_or(std::cmp::Ordering::Equal)
-        })
-        .expect("an action candidate has a mention");
+    let anchor = action_anchor(mine).expect("an action candidate has a mention");
     let count =
         |f: &dyn Fn(&ActionCandidate) -> bool| mine.iter().filter(|c| f(c)).count().min(3) as f32;
     let planned = |c: &ActionCandidate| matches!(c.modality, Modality::Planned { .. });
@@ -239,6 +265,8 @@ pub fn action(
         ("clauses_log", (n as f32).ln()),
         ("memo_done", logit(memo.open) / 3.0),
         ("memo_mentioned", logit(memo.topic) / 3.0),
+        ("window_done", logit(memo.window_open) / 3.0),
+        ("window_mentioned", logit(memo.window_topic) / 3.0),
     ];
     debug_assert!(dense.iter().map(|d| d.0).eq(ACTION_DENSE.iter().copied()));
     let mut grams = Vec::new();

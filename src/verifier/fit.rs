@@ -1,7 +1,7 @@
 //! Fitting the verifier on labeled memos (`needtag fit`), once for needs and once for
 //! actions: the memo classifier, then the topic and state models on every candidate of every
-//! memo, pooled over all labels, and the threshold that maximises micro-F1 on out-of-fold
-//! predictions. Cross-validation by memo reports how well each part does on memos it was not
+//! memo, pooled over all labels, and the most precise threshold within [`F1_SLACK`] of the
+//! best out-of-fold micro-F1. Cross-validation by memo reports how well each part does on memos it was not
 //! fitted on.
 //!
 //! The candidates' memo-classifier features are always out-of-fold: the memo classifier that
@@ -20,6 +20,9 @@ use super::{FitInfo, Heads, Named, Part, Verifier};
 use crate::error::Result;
 use crate::eval::Memo;
 use crate::matcher::Matcher;
+
+/// How much out-of-fold F1 a higher, more precise threshold may give up against the best one.
+pub const F1_SLACK: f64 = 0.005;
 
 /// Settings of a fit; the defaults were chosen by cross-validation on the training memos and
 /// checked on the development set `hard.jsonl` (see docs/accuracy.md).
@@ -93,6 +96,8 @@ pub struct ModeReport {
     /// Labels marked as not to be tagged (negated needs; planned or negated actions) that were
     /// tagged, out of fold.
     pub forbidden_tagged: usize,
+    /// Out-of-fold (threshold, precision, recall, F1) at other thresholds.
+    pub curve: Vec<(f32, f64, f64, f64)>,
 }
 
 /// One candidate's features and labels.
@@ -357,11 +362,13 @@ fn examples_of(
             let extra = super::extra_candidates(classifier, &scores, &a, &ids, &found);
             for c in matcher.need_candidates_with(&a, &extra) {
                 let id = &matcher.lib.needs[c.need].id;
+                let view = super::memo_view(classifier, &scores, &a, c.need, id, c.anchor.clause)
+                    .unwrap_or_default();
                 out.push(Example {
                     memo: mi,
                     label: c.need,
-                    topic: features::need(&a, &c, views[c.need], false),
-                    state: features::need(&a, &c, views[c.need], true),
+                    topic: features::need(&a, &c, view, false),
+                    state: features::need(&a, &c, view, true),
                     positive: memo.needs.contains(id),
                     mentioned: memo.needs.contains(id) || memo.negated_needs.contains(id),
                 });
@@ -399,11 +406,16 @@ fn examples_of(
                     continue;
                 }
                 let id = &def.id;
+                let clause = features::action_anchor(&mine)
+                    .map(|c| c.clause)
+                    .unwrap_or(0);
+                let view =
+                    super::memo_view(classifier, &scores, &a, ai, id, clause).unwrap_or_default();
                 out.push(Example {
                     memo: mi,
                     label: ai,
-                    topic: features::action(matcher, &a, ai, &mine, views[ai], false),
-                    state: features::action(matcher, &a, ai, &mine, views[ai], true),
+                    topic: features::action(matcher, &a, ai, &mine, view, false),
+                    state: features::action(matcher, &a, ai, &mine, view, true),
                     positive: memo.actions.contains(id),
                     mentioned: memo.actions.contains(id)
                         || memo.planned_actions.contains(id)
@@ -471,6 +483,7 @@ fn fit_part(
                 .map(|(&open, &topic)| MemoView {
                     open: open.unwrap_or(0.0),
                     topic: topic.unwrap_or(0.0),
+                    ..MemoView::default()
                 })
                 .collect();
         }
@@ -524,16 +537,31 @@ fn fit_part(
         } else {
             None
         };
+        // The highest threshold whose out-of-fold F1 is within F1_SLACK of the best: a wrong tag
+        // costs a manager's trust more than a missed one, so among equally good thresholds the
+        // more precise one is taken.
         let threshold = fixed.unwrap_or_else(|| {
-            (10..=70)
+            let f1s: Vec<(f32, f64)> = (10..=70)
                 .map(|i| i as f32 / 100.0)
-                .max_by(|a, b| at(*a).2.total_cmp(&at(*b).2))
-                .unwrap_or(0.4)
+                .map(|th| (th, at(th).2))
+                .collect();
+            let best = f1s.iter().map(|x| x.1).fold(0.0, f64::max);
+            f1s.iter()
+                .rev()
+                .find(|x| x.1 >= best - F1_SLACK)
+                .map_or(0.4, |x| x.0)
         });
         let (precision, recall, f1, forbidden_tagged) = at(threshold);
         // Four decimals: enough for a report, and they read back from JSON unchanged.
         let r4 = |x: f64| (x * 10_000.0).round() / 10_000.0;
         let (precision, recall, f1) = (r4(precision), r4(recall), r4(f1));
+        let curve = (4..=12)
+            .map(|i| {
+                let th = i as f32 * 0.05;
+                let (p, r, f, _) = at(th);
+                (th, r4(p), r4(r), r4(f))
+            })
+            .collect();
         let (t, s) = fit_heads(
             &examples,
             &(0..examples.len()).collect::<Vec<_>>(),
@@ -554,6 +582,7 @@ fn fit_part(
                 recall,
                 f1,
                 forbidden_tagged,
+                curve,
             },
         ));
     }

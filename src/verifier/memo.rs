@@ -58,6 +58,25 @@ impl MemoClassifier {
         self.tfidf.transform(&prepare(text))
     }
 
+    /// (open, mentioned) probabilities of the label at `head` for a piece of text.
+    pub fn label_scores(&self, text: &str, head: usize) -> (f32, f32) {
+        let (Some(open), Some(topic)) = (self.open.get(head), self.topic.get(head)) else {
+            return (0.0, 0.0);
+        };
+        let n = self.labels.len();
+        let (mut zo, mut zt) = (open.bias, topic.bias);
+        for (t, v) in self.row(text) {
+            for &(h, w) in &self.postings[t as usize] {
+                if h as usize == head {
+                    zo += w * v;
+                } else if h as usize == head + n {
+                    zt += w * v;
+                }
+            }
+        }
+        (sigmoid(zo), sigmoid(zt))
+    }
+
     /// The open heads' logits for one clause, in the classifier's label order.
     pub fn clause_logits(&self, clause: &str) -> Vec<f32> {
         let mut z: Vec<f32> = self.open.iter().map(|h| h.bias).collect();

@@ -39,6 +39,29 @@ pub const FILE: &str = "verifier.json";
 /// a candidate of its own.
 pub const MEMO_CANDIDATE: f32 = 0.3;
 
+/// The memo classifier's view of label `label` (library order, id `id`) for a candidate
+/// anchored at clause `clause`: the whole memo's scores from `scores`, and the window's.
+/// `None` when the classifier was not fitted on this label.
+pub fn memo_view(
+    memo: &MemoClassifier,
+    scores: &memo::MemoScores,
+    a: &crate::matcher::Analysis,
+    label: usize,
+    id: &str,
+    clause: usize,
+) -> Option<features::MemoView> {
+    let open = (*scores.open.get(label)?)?;
+    let topic = (*scores.topic.get(label)?)?;
+    let head = memo.labels.iter().position(|x| x == id)?;
+    let (window_open, window_topic) = memo.label_scores(&features::window_text(a, clause), head);
+    Some(features::MemoView {
+        open,
+        topic,
+        window_open,
+        window_topic,
+    })
+}
+
 /// Candidates the memo classifier proposes: (label, clause, probability) for every label in
 /// `ids` (library order) not in `found` whose "mentioned" probability reaches
 /// [`MEMO_CANDIDATE`], anchored at the clause its open head rates highest.
@@ -213,7 +236,15 @@ pub struct Judgement {
 }
 
 impl Heads {
-    pub fn judge(&self, topic: &Features, state: &Features, reasons: usize) -> Judgement {
+    /// The verdict on a candidate; `threshold` replaces the fitted one when given.
+    pub fn judge(
+        &self,
+        topic: &Features,
+        state: &Features,
+        reasons: usize,
+        threshold: Option<f32>,
+    ) -> Judgement {
+        let threshold = threshold.unwrap_or(self.threshold);
         let pt = self.topic.prob(topic);
         let ps = self.state.prob(state);
         let p = pt * ps;
@@ -236,8 +267,8 @@ impl Heads {
             probability: round(p),
             topic: round(pt),
             expressed: round(ps),
-            threshold: self.threshold,
-            keep: p >= self.threshold,
+            threshold,
+            keep: p >= threshold,
             reasons: why,
         }
     }
