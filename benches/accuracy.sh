@@ -4,8 +4,8 @@
 #
 #   benches/accuracy.sh [SET...]      default: dev dev2 hard (development sets only)
 #
-# SET is dev, dev2, test, test2 (need-library/eval/) or hard (../shared/eval/hard.jsonl, skipped
-# when absent). The held-out sets test and test2 are only ever reported: name them explicitly.
+# SET is dev, dev2, test, test2, test3 (need-library/eval/) or hard (../shared/eval/hard.jsonl, skipped
+# when absent). The held-out sets test, test2 and test3 are only ever reported: name them explicitly.
 # Per-category F1 goes to benches/out/accuracy-<set>-<mode>.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
