@@ -485,6 +485,30 @@ mod tests {
         check("这个这个客户", "这个这个客户");
     }
 
+    /// Characters whisper writes or could write, the ones a rep must not see among them.
+    const ALPHABET: &[char] = &[
+        '希', '望', '我', '们', '设', '仓', '等', '五', '天', '好', '的', 'a', 'B', 'x', '1', '2',
+        '0', '，', '。', '？', '！', '、', '：', '；', '“', '”', '（', '）', '《', '》', ',', '.',
+        '?', '!', ':', ';', '\'', '-', '%', ' ', '"', '(', ')', '[', ']', '／', '＼', '．', '＝',
+        '＂', '＾', '－', '％', 'Ｇ', '１', '\u{200D}', '\u{200B}', '\u{FEFF}', '\u{FFFD}', '\n',
+        '\t', '\u{0007}', '…', '～', '—', '·', '「', '」', '‘', '’', 'は', '😀', '\u{3000}',
+    ];
+
+    proptest::proptest! {
+        /// Whatever whisper writes, the text a rep reads has no problem and is stable.
+        #[test]
+        fn any_text_normalises_to_readable_text(
+            picks in proptest::collection::vec(0..ALPHABET.len(), 0..60),
+            copies in 1usize..3,
+        ) {
+            let unit: String = picks.iter().map(|&i| ALPHABET[i]).collect();
+            let raw = unit.repeat(copies);
+            let got = normalise(&raw);
+            proptest::prop_assert_eq!(problems(&got), vec![], "{:?} -> {:?}", raw, got);
+            proptest::prop_assert_eq!(normalise(&got), got.clone(), "{:?}", raw);
+        }
+    }
+
     #[test]
     fn a_segment_does_not_begin_with_what_the_last_one_ended_with() {
         assert_eq!(
