@@ -167,6 +167,9 @@ pub fn candidates(
     candidates
 }
 
+/// Whether the mentions of one action report it as done (the verifier's judgement).
+type ActionJudge<'a> = &'a dyn Fn(usize, &[&Candidate]) -> crate::verifier::Judgement;
+
 /// The action tags of `candidates`, the planned and negated action ids, and the clauses of
 /// planned actions; decided by the verifier when given one (`judge` says whether an action's
 /// mentions report it as done), else by the cues alone.
@@ -174,7 +177,7 @@ fn decide(
     m: &Matcher,
     a: &Analysis,
     candidates: &[Candidate],
-    judge: Option<&dyn Fn(usize, &[&Candidate]) -> crate::verifier::Judgement>,
+    judge: Option<ActionJudge<'_>>,
 ) -> (
     Vec<ActionTag>,
     Vec<String>,
