@@ -282,8 +282,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             domain,
         } => {
             let mut cfg = config(&cli.global)?;
-            cfg.asr.domain_prompt = !no_prompt;
-            cfg.audio.vad = !no_vad;
+            // The flags turn the prompt and the VAD off; they never turn on what the
+            // configuration turned off.
+            cfg.asr.domain_prompt &= !no_prompt;
+            cfg.audio.vad &= !no_vad;
             let domain = cfg.asr.domain_or_default(domain)?;
             let bytes = read_file(&file)?;
             let speech = Speech::load(&cfg)?;
@@ -581,8 +583,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             transcripts,
         } => {
             let mut cfg = config(&cli.global)?;
-            cfg.asr.domain_prompt = !no_prompt;
-            cfg.audio.vad = !no_vad;
+            // The flags turn the prompt and the VAD off; they never turn on what the
+            // configuration turned off.
+            cfg.asr.domain_prompt &= !no_prompt;
+            cfg.audio.vad &= !no_vad;
             let mut refs = references(&dir)?;
             if let (Some(split), Some(part)) = (split, part) {
                 refs = in_split(refs, &dir, &split, &part)?;
