@@ -7,6 +7,13 @@ it ships (prompted with the needs library's words) and without the prompt, faste
 and with needtag's prompt, so the engines and the prompt are judged apart.
 
     python3 benches/compare_faster_whisper.py [--runs 5] [--threads 1 2] [--beam 1]
+    python3 benches/compare_faster_whisper.py --no-speed --split benches/asr-split.tsv [--parts dev test]
+
+With --split, the CER part runs on the labeled recordings of each part of the split instead
+(synthetic memos and real clips apart), and reports CER and tag agreement for needtag with and
+without its prompt and faster-whisper without and with needtag's prompt, all scored by
+`needtag asr-eval` (faster-whisper's transcripts through --transcripts), so both engines are
+measured by the same code on the same files.
 
 Run it via benches/compare_faster_whisper.sh, which creates the virtualenv (faster-whisper,
 opencc for the Traditional→Simplified step of CER) and builds needtag.
@@ -188,6 +195,61 @@ def cer_table(clips: list[tuple[Path, str]], threads: int, model: Path, beam: in
     return out
 
 
+def split_files(split: Path, part: str) -> dict[str, list[str]]:
+    """Files of one part of the split, by collection (synth, real), relative to the collection."""
+    out: dict[str, list[str]] = {}
+    for line in split.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#") or line.startswith("part\t") or not line.strip():
+            continue
+        p, coll, file = line.split("\t")[:3]
+        if p == part:
+            out.setdefault(coll, []).append(file)
+    return out
+
+
+def asr_eval(coll: str, split: Path, part: str, extra: list[str], threads: int) -> dict:
+    """needtag asr-eval on one part of one collection, with tags; its JSON report."""
+    cmd = [str(ROOT / "target" / "release" / "needtag"), "asr-eval", str(SHARED / "audio" / coll), "--split", str(split),
+           "--part", part, "--tags", "--json", *extra]
+    env = dict(os.environ, NEEDTAG_THREADS=str(threads), NEEDTAG_LOG="warn")
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout)
+
+
+def split_table(split: Path, parts: list[str], threads: int, model: Path, beam: int) -> dict:
+    """CER and tag agreement per part and collection: needtag with and without its prompt,
+    faster-whisper without and with needtag's prompt."""
+    prompt = needtag_prompt()
+    table: dict = {"prompt": prompt, "parts": {}}
+    for part in parts:
+        for coll, files in split_files(split, part).items():
+            d = SHARED / "audio" / coll
+            if not d.is_dir():
+                continue
+            row = {}
+            row["needtag"] = asr_eval(coll, split, part, [], threads)
+            row["needtag_no_prompt"] = asr_eval(coll, split, part, ["--no-prompt"], threads)
+            for name, p in (("faster_whisper", ""), ("faster_whisper_same_prompt", prompt)):
+                fw = FasterWhisper(model, threads, beam, p)
+                try:
+                    lines = [json.dumps({"file": f, "text": fw.run(d / f)[1]}, ensure_ascii=False) for f in files]
+                finally:
+                    fw.stop()
+                given = OUT / f"fw-{name}-{coll}-{part}.jsonl"
+                given.write_text("\n".join(lines) + "\n", encoding="utf-8")
+                row[name] = asr_eval(coll, split, part, ["--transcripts", str(given)], threads)
+            summary = {}
+            for name, r in row.items():
+                a = r.get("tag_agreement") or {}
+                summary[name] = {"cer": round(r["mean_cer"], 4), "tags_f1": round(a.get("f1", float("nan")), 3),
+                                 "reference_tags": a.get("reference_tags"), "with_problems": r.get("transcripts_with_problems"),
+                                 "files": len(r["clips"])}
+            table["parts"][f"{part}/{coll}"] = {"summary": summary, "clips": {n: r["clips"] for n, r in row.items()}}
+            print(f"{part:4} {coll:5} ({len(files)} files): " + " · ".join(
+                f"{n} CER {v['cer']:.4f} tags {v['tags_f1']:.3f} problems {v['with_problems']}" for n, v in summary.items()), flush=True)
+    return table
+
+
 def load() -> str:
     return open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
 
@@ -198,15 +260,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--beam", type=int, default=1, help="faster-whisper beam size (1 = greedy, as needtag)")
     ap.add_argument("--no-cer", action="store_true")
+    ap.add_argument("--no-speed", action="store_true", help="skip the timing runs")
+    ap.add_argument("--split", type=Path, help="CER and tag agreement per part of this split (benches/asr-split.tsv)")
+    ap.add_argument("--parts", nargs="+", default=["dev", "test"])
     args = ap.parse_args()
     model = ct2_model_dir()
     memo = memo_30s()
     with wave.open(str(memo)) as w:
         seconds = w.getnframes() / w.getframerate()
     results = {"memo": str(memo.relative_to(ROOT)), "memo_seconds": round(seconds, 2), "runs": args.runs, "beam": args.beam, "threads": {}}
-    print(f"memo {memo.name}: {seconds:.1f} s; {args.runs} alternating runs per thread count; load average {load()}")
-    clips = [] if args.no_cer else real_clips()
-    for threads in args.threads:
+    if not args.no_speed:
+        print(f"memo {memo.name}: {seconds:.1f} s; {args.runs} alternating runs per thread count; load average {load()}")
+    clips = [] if args.no_cer or args.split else real_clips()
+    for threads in [] if args.no_speed else args.threads:
         nt, fw = Needtag(threads), FasterWhisper(model, threads, args.beam)
         try:
             nt.run(memo), fw.run(memo)  # warm-up
@@ -234,8 +300,11 @@ def main() -> None:
         print(f"CER over {c['clips']} clips of ../shared/audio/real ({args.threads[0]} thread(s)): "
               f"needtag {c['needtag']:.4f} (prompted with the library's words), faster-whisper {c['faster_whisper']:.4f}; "
               f"needtag without the prompt {c['needtag_no_prompt']:.4f}, faster-whisper with needtag's prompt {c['faster_whisper_same_prompt']:.4f}")
-    (OUT / "compare.json").write_text(json.dumps(results, ensure_ascii=False, indent=2))
-    print(f"written to {(OUT / 'compare.json').relative_to(ROOT)}")
+    if args.split and not args.no_cer:
+        results["split"] = split_table(args.split.resolve(), args.parts, args.threads[0], model, args.beam)
+    name = "compare-split.json" if args.no_speed else "compare.json"
+    (OUT / name).write_text(json.dumps(results, ensure_ascii=False, indent=2))
+    print(f"written to {(OUT / name).relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

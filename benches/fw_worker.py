@@ -21,10 +21,13 @@ def main() -> None:
         if not path:
             continue
         t = time.perf_counter()
-        segments, _info = model.transcribe(path, language="zh", beam_size=beam, vad_filter=False, initial_prompt=prompt)
-        text = "".join(s.text for s in segments)
+        try:
+            segments, _info = model.transcribe(path, language="zh", beam_size=beam, vad_filter=False, initial_prompt=prompt)
+            text, error = "".join(s.text for s in segments), None
+        except Exception as e:  # a file faster-whisper cannot decode: an empty transcript, said so
+            text, error = "", f"{type(e).__name__}: {e}"
         ms = (time.perf_counter() - t) * 1000
-        print(json.dumps({"file": path, "ms": ms, "text": text}, ensure_ascii=False), flush=True)
+        print(json.dumps({"file": path, "ms": ms, "text": text, "error": error}, ensure_ascii=False), flush=True)
 
 
 if __name__ == "__main__":

@@ -193,6 +193,17 @@ enum Command {
         /// manifest.tsv), as a caller that knows its rep's industry would.
         #[arg(long)]
         by_domain: bool,
+        /// Only the recordings of one part of a split (`benches/asr-split.tsv`: part,
+        /// collection = the directory's name, file relative to it); needs --part.
+        #[arg(long, requires = "part")]
+        split: Option<PathBuf>,
+        /// The part of --split to evaluate (`dev` or `test`).
+        #[arg(long, requires = "split")]
+        part: Option<String>,
+        /// Score these transcripts (JSON lines with `file`, relative to DIR, and `text`) instead
+        /// of transcribing: another system's output, measured the same way.
+        #[arg(long)]
+        transcripts: Option<PathBuf>,
     },
 }
 
@@ -274,8 +285,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             domain,
         } => {
             let mut cfg = config(&cli.global)?;
-            cfg.asr.domain_prompt = !no_prompt;
-            cfg.audio.vad = !no_vad;
+            // The flags turn the prompt and the VAD off; they never turn on what the
+            // configuration turned off.
+            cfg.asr.domain_prompt &= !no_prompt;
+            cfg.audio.vad &= !no_vad;
             let domain = cfg.asr.domain_or_default(domain)?;
             let bytes = read_file(&file)?;
             let speech = Speech::load(&cfg)?;
@@ -569,11 +582,21 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             json,
             tags,
             by_domain,
+            split,
+            part,
+            transcripts,
         } => {
             let mut cfg = config(&cli.global)?;
-            cfg.asr.domain_prompt = !no_prompt;
-            cfg.audio.vad = !no_vad;
-            asr_eval(&cfg, &dir, json, tags, by_domain)
+            // The flags turn the prompt and the VAD off; they never turn on what the
+            // configuration turned off.
+            cfg.asr.domain_prompt &= !no_prompt;
+            cfg.audio.vad &= !no_vad;
+            let mut refs = references(&dir)?;
+            if let (Some(split), Some(part)) = (split, part) {
+                refs = in_split(refs, &dir, &split, &part)?;
+            }
+            let given = transcripts.map(|f| given_transcripts(&f)).transpose()?;
+            asr_eval(&cfg, &dir, refs, given, json, tags, by_domain)
         }
     }
 }
@@ -744,6 +767,64 @@ fn references(dir: &std::path::Path) -> Result<Vec<Labeled>> {
     Ok(out)
 }
 
+/// The recordings of `refs` that `split` puts in `part` (see `benches/asr-split.tsv`).
+fn in_split(
+    refs: Vec<Labeled>,
+    dir: &std::path::Path,
+    split: &std::path::Path,
+    part: &str,
+) -> Result<Vec<Labeled>> {
+    let collection = std::fs::canonicalize(dir)?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = std::fs::read_to_string(split)
+        .with_context(|| format!("cannot read the split {}", split.display()))?;
+    let files: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("part\t"))
+        .filter_map(|l| match l.split('\t').collect::<Vec<_>>()[..] {
+            [p, c, f, ..] if p == part && c == collection => Some(f),
+            _ => None,
+        })
+        .collect();
+    let kept: Vec<Labeled> = refs
+        .into_iter()
+        .filter(|(f, _, _)| {
+            f.strip_prefix(dir)
+                .is_ok_and(|r| files.contains(r.to_string_lossy().as_ref()))
+        })
+        .collect();
+    if kept.is_empty() {
+        anyhow::bail!(
+            "{} puts none of the recordings of {} in part {part:?}",
+            split.display(),
+            dir.display()
+        );
+    }
+    Ok(kept)
+}
+
+/// Transcripts from another system: file (relative to the evaluated directory) → text.
+fn given_transcripts(path: &std::path::Path) -> Result<std::collections::HashMap<String, String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = std::collections::HashMap::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+        let (Some(file), Some(t)) = (v["file"].as_str(), v["text"].as_str()) else {
+            anyhow::bail!("{}:{}: needs `file` and `text`", path.display(), i + 1);
+        };
+        out.insert(file.to_string(), t.to_string());
+    }
+    Ok(out)
+}
+
 /// Need and action ids a text is tagged with.
 fn tag_ids(engine: &Engine, text: &str) -> Result<std::collections::BTreeSet<String>> {
     if text.trim().is_empty() {
@@ -761,11 +842,12 @@ fn tag_ids(engine: &Engine, text: &str) -> Result<std::collections::BTreeSet<Str
 fn asr_eval(
     cfg: &Config,
     dir: &std::path::Path,
+    refs: Vec<Labeled>,
+    given: Option<std::collections::HashMap<String, String>>,
     json: bool,
     tags: bool,
     by_domain: bool,
 ) -> Result<ExitCode> {
-    let refs = references(dir)?;
     let engine = if tags {
         Some(Engine::load(cfg, false)?)
     } else {
@@ -791,24 +873,50 @@ fn asr_eval(
             .asr
             .domain_or_default(domain.clone().filter(|_| by_domain))?;
         let prompt = prompts.get(domain.as_deref());
-        let bytes = read_file(file)?;
         let name = file
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        match speech.transcribe(&mut worker, &bytes, prompt) {
-            Ok(t) => {
-                let cer = needtag::asr::cer(&t.transcript.text, reference);
+        let transcribed = match &given {
+            Some(given) => {
+                let rel = file.strip_prefix(dir).unwrap_or(file).to_string_lossy();
+                let text = given
+                    .get(rel.as_ref())
+                    .with_context(|| format!("no transcript given for {rel}"))?;
+                Ok((text.clone(), serde_json::json!({})))
+            }
+            None => speech
+                .transcribe(&mut worker, read_file(file)?, prompt)
+                .map(|t| {
+                    let timing = serde_json::json!({"ms": t.timings.total_ms, "asr_ms": t.timings.asr_ms, "seconds": t.duration_s});
+                    (t.transcript.text, timing)
+                }),
+        };
+        match transcribed {
+            Ok((text, timing)) => {
+                let cer = needtag::asr::cer(&text, reference);
+                let problems: Vec<String> = needtag::asr::chars::problems(&text)
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect();
                 if !json {
                     println!(
-                        "{cer:6.3}  {:7.0} ms  {:5.1} s  {name}  {}",
-                        t.timings.total_ms, t.duration_s, t.transcript.text
+                        "{cer:6.3}  {:7.0} ms  {:5.1} s  {name}  {text}{}",
+                        timing["ms"].as_f64().unwrap_or(0.0),
+                        timing["seconds"].as_f64().unwrap_or(0.0),
+                        if problems.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  [{}]", problems.join("; "))
+                        }
                     );
                 }
-                let mut row = serde_json::json!({"file": name, "cer": cer, "ms": t.timings.total_ms, "asr_ms": t.timings.asr_ms,
-                    "seconds": t.duration_s, "text": t.transcript.text, "reference": reference});
+                let mut row = serde_json::json!({"file": name, "cer": cer, "text": text, "reference": reference, "problems": problems});
+                for (k, v) in timing.as_object().into_iter().flatten() {
+                    row[k] = v.clone();
+                }
                 if let Some(engine) = &engine {
-                    let hyp = tag_ids(engine, &t.transcript.text)?;
+                    let hyp = tag_ids(engine, &text)?;
                     let want = tag_ids(engine, reference)?;
                     let agree = hyp.intersection(&want).count();
                     tag_counts.tp += agree;
@@ -831,6 +939,10 @@ fn asr_eval(
     let mean = cers.iter().sum::<f64>() / cers.len().max(1) as f64;
     let ms: f64 = rows.iter().filter_map(|r| r["ms"].as_f64()).sum();
     let audio: f64 = rows.iter().filter_map(|r| r["seconds"].as_f64()).sum();
+    let with_problems = rows
+        .iter()
+        .filter(|r| r["problems"].as_array().is_some_and(|p| !p.is_empty()))
+        .count();
     let reference_tags = tag_counts.tp + tag_counts.fn_;
     let agreement = engine.is_some().then(|| {
         serde_json::json!({"precision": tag_counts.precision(), "recall": tag_counts.recall(),
@@ -842,7 +954,7 @@ fn asr_eval(
             serde_json::to_string_pretty(
                 &serde_json::json!({"clips": rows, "mean_cer": mean, "total_ms": ms,
             "audio_seconds": audio, "prompt": cfg.asr.domain_prompt, "model": speech.asr().model_name(),
-            "tag_agreement": agreement})
+            "tag_agreement": agreement, "transcripts_with_problems": with_problems})
             )?
         );
     } else {
@@ -856,7 +968,7 @@ fn asr_eval(
             );
         }
         println!(
-            "mean CER {mean:.4} over {} clips; {:.1} s of audio in {:.1} s ({}; prompt {})",
+            "mean CER {mean:.4} over {} clips, {with_problems} with text a rep should not see; {:.1} s of audio in {:.1} s ({}; prompt {})",
             cers.len(),
             audio,
             ms / 1000.0,

@@ -314,6 +314,7 @@ async fn memos_upload_as_multipart_or_raw_body_in_phone_formats() {
     assert_eq!(r["audio"]["codec"], "amr_nb");
     let text = r["transcript"]["text"].as_str().unwrap();
     assert!(needtag::asr::cer(text, S0764) <= 0.2, "{text}");
+    common::assert_readable("s0764_amrnb.3gp", text);
     assert_eq!(needtag::zh::to_simplified(text), text);
     for key in [
         "memo_id",
@@ -352,6 +353,7 @@ async fn memos_upload_as_multipart_or_raw_body_in_phone_formats() {
         assert!(r.get("domain").is_none(), "no domain was sent: {r}");
         let text = r["transcript"]["text"].as_str().unwrap_or_default();
         assert!(needtag::asr::cer(text, S0764) <= 0.2, "{file}: {r}");
+        common::assert_readable(file, text);
     }
 
     let silence: Value = c
@@ -731,6 +733,7 @@ async fn load_beyond_the_queue_gives_fast_503s_and_correct_200s() {
                 ok += 1;
                 let text = body["transcript"]["text"].as_str().unwrap();
                 assert!(needtag::asr::cer(text, THCHS) <= 0.15, "{text}");
+                common::assert_readable("thchs30_test.wav under load", text);
             }
             503 => {
                 busy += 1;

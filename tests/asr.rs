@@ -45,6 +45,7 @@ fn real_recordings_transcribe_in_simplified_chinese_within_cer_bounds() {
         let text = &out.transcript.text;
         let c = cer(text, reference);
         eprintln!("{file}: CER {c:.3} {text}");
+        common::assert_transcript_readable(file, &out.transcript);
         assert!(out.speech_detected, "{file}: no speech detected");
         assert!(c <= *bound, "{file}: CER {c:.3} above {bound} for {text:?}");
         assert_eq!(
@@ -108,6 +109,7 @@ fn a_prompted_decode_that_skips_speech_is_replaced() {
         "still sparse ({chars} characters): {text}"
     );
     assert!(cer(text, reference) < 0.5, "{text}");
+    common::assert_transcript_readable("meeting clip, written head", &out.transcript);
     assert!(
         out.transcript
             .dropped
@@ -133,6 +135,7 @@ fn without_a_prompt_output_is_still_simplified() {
     let text = &out.transcript.text;
     assert!(!text.is_empty());
     assert_eq!(&zh::to_simplified(text), text);
+    common::assert_transcript_readable("thchs30 clip, no prompt", &out.transcript);
 }
 
 #[test]
@@ -170,6 +173,7 @@ fn parallel_chunks_keep_order_and_timeline() {
         .unwrap();
     let c = cer(&t.transcript.text, &reference);
     assert!(c <= 0.2, "CER {c:.3}: {}", t.transcript.text);
+    common::assert_transcript_readable("three clips in parallel chunks", &t.transcript);
     let segs = &t.transcript.segments;
     assert!(segs.len() >= 2);
     assert!(
@@ -211,6 +215,7 @@ fn shared_states_are_lent_and_always_returned() {
     assert_eq!(pool.idle(), 2);
     assert_eq!(alone.transcript.text, busy.transcript.text);
     assert!(cer(&alone.transcript.text, CLIPS[0].1) <= 0.2);
+    common::assert_transcript_readable(CLIPS[0].0, &alone.transcript);
 
     // Two workers at once on two threads: both finish and every state is back.
     queued.store(0, Ordering::SeqCst);
@@ -221,4 +226,57 @@ fn shared_states_are_lent_and_always_returned() {
         assert_eq!(hb.join().unwrap().transcript.text, alone.transcript.text);
     });
     assert_eq!(pool.idle(), 2);
+}
+
+/// Every recording in `../shared/audio` (the synthetic sales memos, their phone-degraded copies,
+/// the real clips and the odd and degraded formats), transcribed as the service does by default:
+/// no transcript may hold a character outside what `asr::chars` allows, mixed comma widths, an
+/// unmatched bracket or a clause written twice. All problems are listed before failing. Files
+/// that cannot be decoded are tested in audio_formats.rs and skipped here.
+#[test]
+fn shared_recordings_give_transcripts_a_rep_can_read() {
+    let mut files = Vec::new();
+    for (sub, keep) in [
+        (
+            "audio/synth",
+            (|n: &str| n.ends_with("_16k.wav")) as fn(&str) -> bool,
+        ),
+        ("audio/synth/phone", |n: &str| !n.ends_with(".tsv")),
+        ("audio/real", |n: &str| n.ends_with(".wav")),
+        ("audio/formats", |n: &str| !n.ends_with(".tsv")),
+    ] {
+        let Some(dir) = common::shared(sub) else {
+            continue;
+        };
+        let mut here: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && keep(&p.file_name().unwrap().to_string_lossy()))
+            .collect();
+        here.sort();
+        files.extend(here);
+    }
+    if files.is_empty() {
+        return;
+    }
+    let cfg = common::config();
+    let speech = Speech::load(&cfg).unwrap();
+    let mut worker = speech.worker().unwrap();
+    let library = needtag::library::Library::embedded().unwrap();
+    let prompts = needtag::pipeline::Prompts::build(&library, speech.asr());
+    let mut failures = Vec::new();
+    for f in &files {
+        let Ok(out) = speech.transcribe(&mut worker, std::fs::read(f).unwrap(), prompts.get(None))
+        else {
+            continue;
+        };
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        failures.extend(common::unreadable_transcript(&name, &out.transcript));
+    }
+    eprintln!(
+        "{} transcripts checked, {} with problems",
+        files.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -1,20 +1,130 @@
-//! Whole characters from whisper's byte-level tokens.
+//! Whole characters from whisper's byte-level tokens, and only characters speech can produce.
 //!
-//! Whisper's vocabulary has no token for many Chinese characters and for the full-width comma:
+//! Whisper's vocabulary has no token for many Chinese characters and for any full-width form:
 //! they are written one byte token at a time (，is three tokens: EF, BC, 8C). The decoder then
 //! chooses each byte on its own, and sometimes completes a character wrongly: a lead byte
 //! followed by a token that cannot continue it (the text gets U+FFFD), or the comma's EF BC
-//! completed as a full-width letter ("的话呢Ｇ当时"). These rules run as whisper's logits filter:
-//! at each step, tokens that would make the text invalid UTF-8, or spell a full-width letter or
-//! digit (never what a speaker says; whisper writes Latin letters and digits half-width), are
-//! ruled out, and a segment may not end inside a character, so the decoder takes its best
-//! valid choice.
+//! completed as another full-width form ("的话呢Ｇ当时", "到货慢／均要等五天"). These rules run as
+//! whisper's logits filter. At each step they rule out every token that would make the text
+//! invalid UTF-8 or write a character a transcript may not hold (see [`super::chars`]): after
+//! EF BC only `，？！` may follow (`8C`, `9F`, `81`), never `：；（）／＼．` or a full-width letter;
+//! no control or zero-width character, symbol or other script; `:'-%` only inside numbers and
+//! Latin words. Whisper's half-width clause marks (`,.?!`, and a space for a pause) stay
+//! allowed: each stands for one Chinese mark, which the normalisation pass ([`super::tidy`])
+//! writes. A segment may not end inside a character. The decoder then takes its best choice
+//! among what is left.
 
 use std::os::raw::{c_int, c_void};
 
 use whisper_rs::{WhisperContext, WhisperTokenData};
 
-/// One vocabulary entry, as far as the rules need it.
+use super::chars::{is_hanzi, DECODER_PUNCTUATION};
+
+/// What the text so far ends with, as far as the next character's rules care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Before {
+    /// Nothing yet in this segment.
+    Start = 0,
+    Digit = 1,
+    Letter = 2,
+    /// A Chinese character or mark.
+    Other = 3,
+}
+
+impl Before {
+    fn of(c: char) -> Before {
+        if c.is_ascii_digit() {
+            Before::Digit
+        } else if c.is_ascii_alphabetic() {
+            Before::Letter
+        } else {
+            Before::Other
+        }
+    }
+}
+
+/// May `c` be written after `before`, when `next` (if known) follows it?
+fn admissible(c: char, before: Before, next: Option<char>) -> bool {
+    if is_hanzi(c) || c.is_ascii_alphanumeric() || DECODER_PUNCTUATION.contains(c) {
+        return true;
+    }
+    let latin_before = matches!(before, Before::Digit | Before::Letter);
+    let latin_after = next.is_none_or(|n| n.is_ascii_alphanumeric());
+    match c {
+        // Whisper's own spelling of a clause break (and a space for a pause): the
+        // normalisation writes the Chinese mark one for one. Ruling them out here made the
+        // decoder drop the break instead, and words with it ("经销商希望" → "相希望"; real-clip
+        // CER on the development part 0.177 → 0.193).
+        ',' | '.' | '?' | '!' => before != Before::Start,
+        ' ' => true,
+        ':' | '\'' | '-' => latin_before && latin_after,
+        '%' => before == Before::Digit,
+        _ => false,
+    }
+}
+
+/// The code point a UTF-8 sequence spells, with missing continuation bytes filled by `fill`
+/// (0x80 for the lowest completion, 0xBF for the highest).
+fn code_point(bytes: &[u8], fill: u8) -> Option<u32> {
+    let need = trailing(*bytes.first()?)?;
+    let mut cp = match need {
+        0 => return Some(bytes[0] as u32),
+        1 => bytes[0] as u32 & 0x1F,
+        2 => bytes[0] as u32 & 0x0F,
+        _ => bytes[0] as u32 & 0x07,
+    };
+    for i in 1..=need {
+        cp = (cp << 6) | (bytes.get(i).copied().unwrap_or(fill) as u32 & 0x3F);
+    }
+    Some(cp)
+}
+
+/// Can the start of a character, `partial` (a lead byte and fewer continuation bytes than it
+/// needs), still become a character the decoder may write?
+fn viable(partial: &[u8]) -> bool {
+    let (Some(lo), Some(hi)) = (code_point(partial, 0x80), code_point(partial, 0xBF)) else {
+        return false;
+    };
+    // The shortest form only: F0 80 … would spell U+0000, but is not UTF-8.
+    let shortest = match trailing(partial[0]) {
+        Some(3) => 0x10000,
+        Some(2) => 0x800,
+        _ => 0x80,
+    };
+    let lo = lo.max(shortest);
+    let hit = |a: u32, b: u32| a <= hi && lo <= b;
+    hit(0x4E00, 0x9FFF)
+        || hit(0x3400, 0x4DBF)
+        || hit(0x3007, 0x3007)
+        || DECODER_PUNCTUATION.chars().any(|c| hit(c as u32, c as u32))
+}
+
+/// May these bytes, which begin at a character boundary, follow `before`? Every whole
+/// character in them must be admissible, and bytes left unfinished at the end must still be
+/// able to become one.
+fn admissible_bytes(bytes: &[u8], mut before: Before) -> bool {
+    let (text, rest) = match std::str::from_utf8(bytes) {
+        Ok(t) => (t, &[][..]),
+        Err(e) if e.error_len().is_none() => {
+            let (a, b) = bytes.split_at(e.valid_up_to());
+            (std::str::from_utf8(a).unwrap_or_default(), b)
+        }
+        Err(_) => return false,
+    };
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let next = chars.peek().copied();
+        if !admissible(c, before, next) {
+            return false;
+        }
+        // A mark at the end of a token is judged without what follows it; if no Latin letter
+        // or digit comes, the normalisation pass writes the Chinese mark instead.
+        before = Before::of(c);
+    }
+    rest.is_empty() || viable(rest)
+}
+
+/// One vocabulary entry that begins with continuation bytes, as far as the rules need it.
 #[derive(Debug, Clone, Copy)]
 struct Tok {
     id: i32,
@@ -23,6 +133,8 @@ struct Tok {
     len: u8,
     /// The first three bytes (zero-padded).
     head: [u8; 3],
+    /// What follows the leading continuation bytes may come after a Chinese character.
+    rest_ok: bool,
 }
 
 /// The token rules for one model's vocabulary.
@@ -32,6 +144,8 @@ pub struct ByteRules {
     continuing: Vec<Tok>,
     /// Text tokens that begin a character (or are ASCII).
     beginning: Vec<i32>,
+    /// Beginning tokens ruled out after each kind of text ([`Before`] as index).
+    banned_after: [Vec<i32>; 4],
     /// First special token: ids from here on are not text.
     eot: i32,
     n_vocab: usize,
@@ -55,9 +169,12 @@ fn trailing(lead: u8) -> Option<usize> {
     }
 }
 
-/// A full-width Latin letter or digit (U+FF10–FF19, FF21–FF3A, FF41–FF5A).
-fn full_width_alnum(c: char) -> bool {
-    matches!(c, '\u{FF10}'..='\u{FF19}' | '\u{FF21}'..='\u{FF3A}' | '\u{FF41}'..='\u{FF5A}')
+/// Where the decoded text stands: the unfinished character at its end (bytes so far and how
+/// many more it needs; empty when it ends on a whole character) and what it ends with.
+struct Tail {
+    prefix: Vec<u8>,
+    pending: usize,
+    before: Before,
 }
 
 impl ByteRules {
@@ -76,6 +193,7 @@ impl ByteRules {
     fn from_vocab(bytes: Vec<Vec<u8>>, eot: i32, n_vocab: usize) -> ByteRules {
         let mut continuing = Vec::new();
         let mut beginning = Vec::new();
+        let mut banned_after: [Vec<i32>; 4] = Default::default();
         for (id, b) in bytes.iter().enumerate() {
             if b.is_empty() {
                 continue;
@@ -85,14 +203,21 @@ impl ByteRules {
                 for (h, &x) in head.iter_mut().zip(b.iter()) {
                     *h = x;
                 }
+                let lead_cont = b.iter().take(3).take_while(|&&x| is_cont(x)).count();
                 continuing.push(Tok {
                     id: id as i32,
-                    lead_cont: b.iter().take(3).take_while(|&&x| is_cont(x)).count() as u8,
+                    lead_cont: lead_cont as u8,
                     len: b.len().min(255) as u8,
                     head,
+                    rest_ok: admissible_bytes(&b[lead_cont..], Before::Other),
                 });
             } else {
                 beginning.push(id as i32);
+                for before in [Before::Start, Before::Digit, Before::Letter, Before::Other] {
+                    if !admissible_bytes(b, before) {
+                        banned_after[before as usize].push(id as i32);
+                    }
+                }
             }
         }
         let ends = bytes
@@ -107,15 +232,14 @@ impl ByteRules {
         ByteRules {
             continuing,
             beginning,
+            banned_after,
             eot,
             n_vocab,
             ends,
         }
     }
 
-    /// The unfinished character at the end of the decoded text tokens: its bytes so far and
-    /// how many more it needs. Empty when the text ends on a whole character.
-    fn unfinished(&self, decoded: &[i32]) -> (Vec<u8>, usize) {
+    fn tail(&self, decoded: &[i32]) -> Tail {
         let mut tail: Vec<u8> = Vec::new();
         for &t in decoded.iter().rev() {
             if t >= self.eot || t < 0 {
@@ -131,18 +255,34 @@ impl ByteRules {
                 break;
             }
         }
+        let whole = |before| Tail {
+            prefix: Vec::new(),
+            pending: 0,
+            before,
+        };
         // The last byte that is not a continuation byte starts the last character.
         let Some(p) = tail.iter().rposition(|&b| !is_cont(b)) else {
-            return (Vec::new(), 0);
+            return whole(if tail.is_empty() {
+                Before::Start
+            } else {
+                Before::Other
+            });
         };
         let Some(need) = trailing(tail[p]) else {
-            return (Vec::new(), 0);
+            return whole(Before::Other);
         };
         let have = tail.len() - p - 1;
         if have >= need {
-            (Vec::new(), 0)
+            let last = std::str::from_utf8(&tail[p..])
+                .ok()
+                .and_then(|s| s.chars().next());
+            whole(last.map_or(Before::Other, Before::of))
         } else {
-            (tail[p..].to_vec(), need - have)
+            Tail {
+                prefix: tail[p..].to_vec(),
+                pending: need - have,
+                before: Before::Other,
+            }
         }
     }
 
@@ -153,10 +293,17 @@ impl ByteRules {
                 *l = f32::NEG_INFINITY;
             }
         };
-        let (prefix, pending) = self.unfinished(decoded);
+        let Tail {
+            prefix,
+            pending,
+            before,
+        } = self.tail(decoded);
         if pending == 0 {
             for t in &self.continuing {
                 ban(t.id);
+            }
+            for &id in &self.banned_after[before as usize] {
+                ban(id);
             }
             return;
         }
@@ -174,25 +321,28 @@ impl ByteRules {
             let valid = if len <= pending {
                 lead == len
             } else {
-                lead == pending
+                lead == pending && t.rest_ok
             };
             if !valid {
                 ban(t.id);
                 continue;
             }
-            if len >= pending && pending <= 3 {
-                let mut ch = prefix.clone();
-                ch.extend_from_slice(&t.head[..pending]);
-                if let Some(c) = std::str::from_utf8(&ch).ok().and_then(|s| s.chars().next()) {
-                    if full_width_alnum(c) {
-                        ban(t.id);
-                    }
-                }
+            let mut ch = prefix.clone();
+            ch.extend_from_slice(&t.head[..pending.min(len).min(3)]);
+            let ok = if len >= pending {
+                std::str::from_utf8(&ch)
+                    .ok()
+                    .and_then(|s| s.chars().next())
+                    .is_some_and(|c| admissible(c, before, None))
+            } else {
+                viable(&ch)
+            };
+            if !ok {
+                ban(t.id);
             }
         }
     }
 }
-
 /// The logits filter whisper.cpp calls at each decoding step; `user_data` is a `&ByteRules`
 /// that outlives the decode.
 ///
@@ -257,6 +407,12 @@ mod tests {
         vocab.push("的话".as_bytes().to_vec()); // 256
         vocab.push(vec![0x8C, 0xE5]); // 257: ends ，and begins another character
         vocab.push(vec![0x8C, 0x8C]); // 258: one continuation byte too many
+        vocab.push(",我".as_bytes().to_vec()); // 259
+        vocab.push(b"3.5".to_vec()); // 260
+        vocab.push(b" ab".to_vec()); // 261
+        vocab.push(vec![0xE7, 0x9A, 0x84, 0xEF]); // 262: 的 and the start of a full-width form
+        vocab.push(vec![0xE7, 0x9A, 0x84, 0xF0]); // 263: 的 and the start of an emoji
+        vocab.push(vec![0x8C, b':']); // 264: ends ， and writes a half-width colon
         while vocab.len() < 300 {
             vocab.push(Vec::new());
         }
@@ -303,7 +459,82 @@ mod tests {
         assert!(!ok.contains(&258), "， then a stray continuation byte");
         let ok = allowed(&r, &[0xEF, 0xBD]);
         assert!(!ok.contains(&0x81), "ａ");
-        assert!(ok.contains(&0x9E), "～");
+        // Nor any other form of the EF BD block (～ included): none is speech, so EF BD is
+        // never begun (below).
+        assert!(!ok.contains(&0x9E), "～");
+        assert!(!allowed(&r, &[0xEF]).contains(&0xBD));
+    }
+
+    /// Of the single continuation bytes, exactly these may follow `decoded`.
+    fn next_bytes(r: &ByteRules, decoded: &[i32]) -> Vec<i32> {
+        allowed(r, decoded)
+            .into_iter()
+            .filter(|&t| (0x80..0xC0).contains(&t))
+            .collect()
+    }
+
+    #[test]
+    fn after_ef_bc_only_the_comma_question_and_exclamation_marks() {
+        let r = rules();
+        // ，！？; never ：；（）／＼．＝＂＾－ or anything else of the block.
+        assert_eq!(next_bytes(&r, &[256, 0xEF, 0xBC]), vec![0x81, 0x8C, 0x9F]);
+        assert!(!allowed(&r, &[256, 0xEF, 0xBC]).contains(&264));
+        // After EF only BC: the rest of U+F000–FFFF (compatibility ideographs, variation
+        // selectors, the byte-order mark, U+FFFD) is not speech.
+        assert_eq!(next_bytes(&r, &[256, 0xEF]), vec![0xBC]);
+    }
+
+    #[test]
+    fn quotes_but_no_zero_width_or_other_punctuation_from_e2() {
+        let r = rules();
+        assert_eq!(next_bytes(&r, &[256, 0xE2]), vec![0x80]);
+        // “ ” only: not the zero-width space, joiners, marks or the ellipsis.
+        assert_eq!(next_bytes(&r, &[256, 0xE2, 0x80]), vec![0x9C, 0x9D]);
+    }
+
+    #[test]
+    fn no_other_scripts_controls_or_symbols() {
+        let r = rules();
+        for before in [&[256][..], &[], &[b'3' as i32]] {
+            let ok = allowed(&r, before);
+            for bad in [
+                0x00, 0x07, b'\n', b'\t', b'/', b'=', b'^', b'"', b'(', b'*', b'#',
+            ] {
+                assert!(!ok.contains(&(bad as i32)), "{bad:#x} after {before:?}");
+            }
+            for lead in [0xC3, 0xD0, 0xE1, 0xEA, 0xED, 0xF0] {
+                assert!(!ok.contains(&lead), "{lead:#x} begins no allowed character");
+            }
+            for lead in [0xE3, 0xE4, 0xE5, 0xE9, 0xEF, 0xE2] {
+                assert!(ok.contains(&lead), "{lead:#x}");
+            }
+            assert!(ok.contains(&262) && !ok.contains(&263));
+        }
+    }
+
+    #[test]
+    fn half_width_marks_only_after_latin_letters_and_digits() {
+        let r = rules();
+        let after_chinese = allowed(&r, &[256]);
+        for mark in [b':', b'-', b'%', b';', b'\''] {
+            assert!(!after_chinese.contains(&(mark as i32)), "{}", mark as char);
+        }
+        // Whisper's clause marks are left to the normalisation (one for one).
+        for mark in [b',', b'.', b'?', b'!', b' '] {
+            assert!(after_chinese.contains(&(mark as i32)), "{}", mark as char);
+        }
+        assert!(after_chinese.contains(&259) && after_chinese.contains(&261));
+        assert!(after_chinese.contains(&260) && after_chinese.contains(&(b'a' as i32)));
+        let after_digit = allowed(&r, &[b'3' as i32]);
+        for mark in [b',', b'.', b':', b'-', b'%', b' '] {
+            assert!(after_digit.contains(&(mark as i32)), "{}", mark as char);
+        }
+        let after_letter = allowed(&r, &[b'a' as i32]);
+        assert!(after_letter.contains(&(b'-' as i32)) && after_letter.contains(&261));
+        assert!(!after_letter.contains(&(b'%' as i32)));
+        // A segment may begin with a space (whisper's word-initial tokens), not with a mark.
+        let at_start = allowed(&r, &[]);
+        assert!(at_start.contains(&261) && !at_start.contains(&(b',' as i32)));
     }
 
     #[test]

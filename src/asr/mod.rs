@@ -3,7 +3,9 @@
 //! against invented text.
 
 pub mod bytes;
+pub mod chars;
 pub mod guard;
+pub mod tidy;
 
 use std::io::Read;
 use std::path::Path;
@@ -115,7 +117,8 @@ pub struct Dropped {
     /// `known_hallucination` (a subtitle credit), `prompt_echo`, `no_speech`; or, when a sparse
     /// chunk was decoded again without the prompt, the decode not kept: `sparse_with_prompt`
     /// (the prompted text, which skipped speech) or `sparser_without_prompt` (the second decode,
-    /// which was no fuller).
+    /// which was no fuller); `repeated`, clauses a segment began with that the one before it
+    /// had just ended with.
     pub reason: &'static str,
 }
 
@@ -379,8 +382,32 @@ fn transcribe_on(
         out.segments.extend(part.segments);
         out.dropped.extend(part.dropped);
     }
+    drop_repeated_heads(&mut out);
     out.text = join_segments(&out.segments);
     Ok(out)
+}
+
+/// A segment (or chunk) that begins with the clauses the one before it ended with: whisper
+/// wrote them twice. The second copy is taken out (and listed in `dropped` as `repeated`);
+/// a segment left empty goes.
+fn drop_repeated_heads(t: &mut Transcript) {
+    let mut kept: Vec<Segment> = Vec::with_capacity(t.segments.len());
+    for mut seg in std::mem::take(&mut t.segments) {
+        if let Some(prev) = kept.last() {
+            let (rest, head) = tidy::drop_repeated_head(&prev.text, &seg.text);
+            if !head.is_empty() {
+                t.dropped.push(Dropped {
+                    text: head,
+                    reason: "repeated",
+                });
+                seg.text = tidy::normalise(&rest);
+            }
+        }
+        if !guard::squash(&seg.text).is_empty() {
+            kept.push(seg);
+        }
+    }
+    t.segments = kept;
 }
 
 /// Transcribe one chunk on one state, single-threaded. A prompted transcript too sparse for its
@@ -491,6 +518,7 @@ fn decode_chunk(
         // A segment whisper cut off inside a character (its token limit, or the tokens after its
         // last timestamp dropped) ends in bytes that are no character: they carry no text.
         let text = zh::to_simplified(raw.trim()).replace('\u{FFFD}', "");
+        let text = text.trim();
         if text.is_empty() {
             continue;
         }
@@ -506,7 +534,7 @@ fn decode_chunk(
         }
         let mean_p = if count > 0 { sum_p / count as f32 } else { 0.0 };
         let verdict = guard::judge(
-            &text,
+            text,
             prompt.unwrap_or(""),
             seg.no_speech_probability(),
             mean_p,
@@ -514,20 +542,22 @@ fn decode_chunk(
         );
         if verdict != guard::Verdict::Keep {
             out.dropped.push(Dropped {
-                text,
+                text: tidy::normalise(text),
                 reason: verdict.reason(),
             });
             continue;
         }
-        let (text, looped) = guard::collapse_repetitions(&text);
+        let (text, looped) = guard::collapse_repetitions(text);
         if looped {
             tracing::debug!("collapsed a repetition loop in a segment");
         }
         let (text, echoed) = guard::strip_list_echo(&text, &items);
         out.dropped.extend(echoed.into_iter().map(|text| Dropped {
-            text,
+            text: tidy::normalise(&text),
             reason: "prompt_echo",
         }));
+        // Last, the text a rep reads (see `tidy`).
+        let text = tidy::normalise(&text);
         if guard::squash(&text).is_empty() {
             continue;
         }
@@ -548,7 +578,8 @@ fn decode_chunk(
 pub fn join_segments(segments: &[Segment]) -> String {
     let mut text = String::new();
     for s in segments {
-        if !text.is_empty() && !text.ends_with(['。', '，', '！', '？', '；', ',', '.', '!', '?'])
+        if !text.is_empty()
+            && !text.ends_with(['。', '，', '！', '？', '；', '：', '、', ',', '.', '!', '?'])
         {
             text.push('，');
         }

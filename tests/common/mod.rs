@@ -65,3 +65,45 @@ pub fn concat_wav(parts: &[&str], gap_samples: usize) -> Vec<u8> {
     let paths: Vec<PathBuf> = parts.iter().map(|p| fixture(p)).collect();
     wav::join_wav_files(&paths, gap_samples)
 }
+
+/// What a rep should not read in a text: a character outside what `needtag::asr::chars`
+/// allows, half-width and full-width commas mixed, an unmatched bracket, marks in a row, or a
+/// clause written twice back to back; one line naming them, or None.
+pub fn unreadable(what: &str, text: &str) -> Option<String> {
+    let problems = needtag::asr::chars::problems(text);
+    (!problems.is_empty()).then(|| {
+        format!(
+            "{what}: {}\n  in {text:?}",
+            problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })
+}
+
+/// [`unreadable`] over a transcript's text and each of its segments.
+pub fn unreadable_transcript(what: &str, t: &needtag::asr::Transcript) -> Vec<String> {
+    std::iter::once(unreadable(what, &t.text))
+        .chain(
+            t.segments
+                .iter()
+                .map(|s| unreadable(&format!("{what}, segment at {:.2} s", s.start), &s.text)),
+        )
+        .flatten()
+        .collect()
+}
+
+/// Fails on anything [`unreadable`] finds. Every transcript a test produces goes through this.
+pub fn assert_readable(what: &str, text: &str) {
+    if let Some(p) = unreadable(what, text) {
+        panic!("{p}");
+    }
+}
+
+/// [`assert_readable`] over a transcript's text and each of its segments.
+pub fn assert_transcript_readable(what: &str, t: &needtag::asr::Transcript) {
+    let p = unreadable_transcript(what, t);
+    assert!(p.is_empty(), "{}", p.join("\n"));
+}
