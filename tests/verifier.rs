@@ -85,6 +85,42 @@ fn the_verifier_decides_and_the_switch_turns_it_off() {
     assert!(r.tags.needs.iter().all(|n| n.why.is_none()));
 }
 
+/// The plainest memos a rep speaks are tagged, and the kinds of wrong tags are not:
+/// satisfied, completed, routine, another sense of the word, deferred, someone else's.
+#[test]
+fn plain_complaints_are_tagged_and_closed_topics_are_not() {
+    let e = engine(&common::root().join("need-library"), true);
+    let open = [
+        ("客户说价格太高", "price_concern"),
+        ("老板说你们价格太高了", "price_concern"),
+        ("客户说最近老缺货", "stock_shortage"),
+        ("客户说到货太慢", "delivery_logistics"),
+        ("客户说产品质量有问题", "quality_complaint"),
+        ("主任说需要我们来培训一下护士", "staff_training"),
+        ("客户说账期太短", "payment_terms"),
+    ];
+    for (text, id) in open {
+        assert!(
+            needs(&e, text).contains(&id.to_string()),
+            "{text}: {id} not tagged"
+        );
+    }
+    let closed = [
+        "主任对我们的镇痛方案挺满意，说不用再改了",
+        "中标了，下周签合同",
+        "货款这个月已经全部结清",
+        "顺路去店里转了一圈，价签和堆头都正常",
+        "他们对面新开了一家银行",
+        "问了下到货时间，说是周五",
+        "客户说等卖完了再结账",
+        "等明年新院区建好再谈设备",
+        "听说隔壁县医院缺货很严重",
+    ];
+    for text in closed {
+        assert_eq!(needs(&e, text), Vec::<String>::new(), "{text}");
+    }
+}
+
 #[test]
 fn explaining_lists_the_candidates_the_verifier_dropped() {
     let e = engine(&common::root().join("need-library"), true);
