@@ -347,8 +347,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let engine = Engine::load(&cfg, true)?;
             let mut worker = engine.speech().expect("speech loaded").worker()?;
             let meta = MemoMeta {
+                memo_id: needtag::result::new_memo_id(),
                 rep_id,
                 customer_id,
+                team: None,
                 recorded_at: parse_time(recorded_at.as_deref())?,
                 domain,
             };
@@ -512,7 +514,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let mut totals = Vec::new();
             for i in 0..runs.max(1) {
                 let t = std::time::Instant::now();
-                let r = engine.process_memo(&mut worker, &bytes, MemoMeta::default())?;
+                let meta = MemoMeta {
+                    memo_id: needtag::result::new_memo_id(),
+                    ..MemoMeta::default()
+                };
+                let r = engine.process_memo(&mut worker, &bytes, meta)?;
                 let _json = serde_json::to_string(&r)?;
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
                 totals.push(ms);

@@ -179,6 +179,8 @@ where
 pub struct MemoQuery {
     pub rep_id: Option<String>,
     pub customer_id: Option<String>,
+    /// The rep's team, as the CRM names it (kept in the archive for per-team numbers).
+    pub team: Option<String>,
     /// RFC 3339; next-step dates are resolved against it (default: now, +08:00).
     pub recorded_at: Option<String>,
     /// The rep's industry, one of the library's domains (medical_devices, ivd, pharmacy,
@@ -189,7 +191,7 @@ pub struct MemoQuery {
 
 /// Transcribe and tag a voice memo.
 #[utoipa::path(post, path = "/v1/memos", tag = "memos",
-    params(("rep_id" = Option<String>, Query), ("customer_id" = Option<String>, Query), ("recorded_at" = Option<String>, Query, description = "RFC 3339"),
+    params(("rep_id" = Option<String>, Query), ("customer_id" = Option<String>, Query), ("team" = Option<String>, Query), ("recorded_at" = Option<String>, Query, description = "RFC 3339"),
         ("domain" = Option<String>, Query, description = "the rep's industry, one of the library's domains; whisper is prompted with its words"),
         ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the stored result")),
     request_body(description = "multipart/form-data with an `audio` file field (and optional rep_id, customer_id, recorded_at, domain fields), or the audio itself with its content type (audio/*, application/octet-stream, video/webm)", content_type = "multipart/form-data"),
@@ -270,8 +272,10 @@ async fn memos_inner(state: Arc<AppState>, req: Request) -> Result<Response, Api
         .map(|d| d.trim().to_string())
         .filter(|d| !d.is_empty());
     let meta = MemoMeta {
+        memo_id: crate::result::new_memo_id(),
         rep_id: meta.rep_id,
         customer_id: meta.customer_id,
+        team: meta.team,
         recorded_at,
         domain,
     };
@@ -283,6 +287,7 @@ async fn memos_inner(state: Arc<AppState>, req: Request) -> Result<Response, Api
             &bytes,
             meta.rep_id.as_deref().unwrap_or("").as_bytes(),
             meta.customer_id.as_deref().unwrap_or("").as_bytes(),
+            meta.team.as_deref().unwrap_or("").as_bytes(),
             recorded_at
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default()
@@ -335,7 +340,7 @@ fn record_stages(state: &AppState, r: &MemoResult) {
         state.metrics.stage(stage, ms / 1000.0);
     }
     for d in &r.transcript.dropped {
-        state.metrics.dropped(d.reason);
+        state.metrics.dropped(&d.reason);
     }
 }
 
