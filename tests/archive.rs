@@ -549,3 +549,74 @@ async fn with_the_archive_off_answers_still_carry_an_id_and_its_routes_say_so() 
     assert_eq!((st, code(&e)), (404, "not_found"));
     assert!(!cfg.archive.path.exists(), "no file is created");
 }
+
+#[test]
+fn the_command_line_exports_deletes_and_purges() {
+    let dir = common::server::archive_dir("archive-cli");
+    let path = dir.join("archive.sqlite");
+    {
+        let mut db = Sqlite::open(&path).unwrap();
+        db.store(&[
+            old_memo("cli-old", 400),
+            old_memo("cli-a", 1),
+            NewMemo {
+                meta: Meta {
+                    customer_id: Some("c-keep".into()),
+                    ..Meta::default()
+                },
+                needs: vec!["price_concern".into()],
+                ..old_memo("cli-b", 1)
+            },
+        ])
+        .unwrap();
+        db.review(
+            "cli-b",
+            &[needtag::archive::Mark {
+                kind: needtag::archive::TagKind::Need,
+                id: "price_concern".into(),
+                verdict: needtag::archive::Verdict::Confirm,
+            }],
+            "ann",
+        )
+        .unwrap();
+    }
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_needtag"))
+            .arg("archive")
+            .args(args)
+            .arg("--archive")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (status, jsonl) = run(&["export"]);
+    assert_eq!(status, Some(0));
+    let memos = needtag::eval::parse_jsonl(&jsonl, "cli export").unwrap();
+    assert_eq!(memos.len(), 1, "{jsonl}");
+    assert_eq!(memos[0].id, "cli-b");
+    assert_eq!(memos[0].needs, ["price_concern"]);
+    assert_eq!(
+        run(&["purge", "--days", "30"]),
+        (Some(0), "{\"days\":30,\"purged\":1}\n".into())
+    );
+    assert_eq!(run(&["delete", "--memo", "cli-b"]).0, Some(0));
+    assert_eq!(run(&["delete", "--memo", "cli-b"]).0, Some(1), "gone");
+    assert_eq!(
+        run(&["delete", "--customer", "c-old"]),
+        (Some(0), "{\"deleted\":1}\n".into())
+    );
+    let (status, jsonl) = run(&["export"]);
+    assert_eq!((status, jsonl.as_str()), (Some(0), ""));
+    let mut db = Sqlite::open(&path).unwrap();
+    assert!(db
+        .list(&Filter::default(), None, 10)
+        .unwrap()
+        .items
+        .is_empty());
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
