@@ -547,7 +547,14 @@ fn writer(
         // out when it was received).
         stats.queued.fetch_sub(1, Ordering::Relaxed);
         match cmd {
-            Command::Run(job) => job(store.as_mut()),
+            Command::Run(job) => {
+                // A request that panics loses its answer (the caller gets `Closed`), not the
+                // writer: the memos queued behind it are still written.
+                let run = std::panic::AssertUnwindSafe(|| job(store.as_mut()));
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!("an archive request panicked; the writer goes on");
+                }
+            }
             Command::Store(first) => {
                 let mut batch = vec![*first];
                 while batch.len() < BATCH {
@@ -563,7 +570,16 @@ fn writer(
                         Err(_) => break,
                     }
                 }
-                write(store.as_mut(), &batch, &stats);
+                let run = std::panic::AssertUnwindSafe(|| write(store.as_mut(), &batch, &stats));
+                if std::panic::catch_unwind(run).is_err() {
+                    stats
+                        .failed
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    tracing::error!(
+                        memos = batch.len(),
+                        "writing memos panicked; they are not archived"
+                    );
+                }
             }
         }
     }

@@ -284,6 +284,15 @@ async fn the_writer_stores_in_order_and_reads_see_every_earlier_memo() {
     assert_eq!(page.items.len(), 19);
     assert_eq!(archive.stats().stored.load(Ordering::Relaxed), 20);
     assert_eq!(archive.stats().dropped.load(Ordering::Relaxed), 0);
+    // A request that panics does not stop the writer.
+    let r = archive
+        .call(|_| -> Result<()> { panic!("a faulty request") })
+        .await;
+    assert!(matches!(r, Err(ArchiveError::Closed)));
+    archive
+        .submit(memo("after", "c", &[], "2026-03-01T10:00:00+08:00"))
+        .await;
+    assert!(archive.call(|s| s.get("after")).await.unwrap().is_some());
     archive.close();
     assert!(matches!(archive.flush().await, Err(ArchiveError::Closed)));
 }
