@@ -37,7 +37,14 @@ fn pipeline(c: &mut Criterion) {
         b.iter(|| {
             serde_json::to_vec(
                 &engine
-                    .process_memo(&mut worker, &memo, MemoMeta::default())
+                    .process_memo(
+                        &mut worker,
+                        &memo,
+                        MemoMeta {
+                            memo_id: needtag::result::new_memo_id(),
+                            ..MemoMeta::default()
+                        },
+                    )
                     .unwrap(),
             )
             .unwrap()

@@ -164,6 +164,10 @@ enum Command {
     /// Needs library tools.
     #[command(subcommand)]
     Library(LibraryCommand),
+    /// The memo archive (`archive.path`; `--archive FILE` overrides it). Safe while the service
+    /// runs: SQLite serialises the writers.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
     /// Process a memo repeatedly with the models loaded once, and print the time of each run
     /// (end to end, bytes to result JSON) and the median.
     Time {
@@ -221,6 +225,116 @@ enum LibraryCommand {
         #[arg(long)]
         domain: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ArchiveCommand {
+    /// Print the reviewed memos as labeled JSONL (the format `needtag eval` reads).
+    Export {
+        #[arg(long)]
+        archive: Option<PathBuf>,
+        /// Only this customer's memos.
+        #[arg(long)]
+        customer: Option<String>,
+        /// Only this rep's memos.
+        #[arg(long)]
+        rep: Option<String>,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Delete one memo (`--memo ID`) or every memo of a customer (`--customer ID`).
+    Delete {
+        #[arg(long)]
+        archive: Option<PathBuf>,
+        #[arg(
+            long,
+            conflicts_with = "customer",
+            required_unless_present = "customer"
+        )]
+        memo: Option<String>,
+        #[arg(long)]
+        customer: Option<String>,
+    },
+    /// Delete the memos stored more than `--days` (default: `archive.retention_days`) ago.
+    Purge {
+        #[arg(long)]
+        archive: Option<PathBuf>,
+        #[arg(long)]
+        days: Option<u32>,
+    },
+}
+
+fn open_archive(cfg: &Config, path: Option<PathBuf>) -> Result<needtag::archive::sqlite::Sqlite> {
+    let path = path.unwrap_or_else(|| cfg.archive.path.clone());
+    needtag::archive::sqlite::Sqlite::open(&path)
+        .with_context(|| format!("archive {}", path.display()))
+}
+
+fn archive_command(cfg: &Config, cmd: ArchiveCommand) -> Result<ExitCode> {
+    use needtag::archive::Store;
+    match cmd {
+        ArchiveCommand::Export {
+            archive,
+            customer,
+            rep,
+            out,
+        } => {
+            let mut db = open_archive(cfg, archive)?;
+            let filter = needtag::archive::Filter {
+                customer_id: customer,
+                rep_id: rep,
+                ..Default::default()
+            };
+            let mut text = String::new();
+            let lines = db.export(&filter)?;
+            for l in &lines {
+                text.push_str(&serde_json::to_string(l)?);
+                text.push('\n');
+            }
+            match out {
+                Some(p) => {
+                    std::fs::write(&p, text).with_context(|| p.display().to_string())?;
+                    eprintln!("{} reviewed memos written to {}", lines.len(), p.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ArchiveCommand::Delete {
+            archive,
+            memo,
+            customer,
+        } => {
+            let mut db = open_archive(cfg, archive)?;
+            let (deleted, missing) = match (memo, customer) {
+                (Some(id), _) => {
+                    let found = db.delete(&id)?;
+                    (usize::from(found), !found)
+                }
+                (None, Some(c)) => (db.delete_customer(&c)?, false),
+                (None, None) => anyhow::bail!("give --memo ID or --customer ID"),
+            };
+            println!("{}", serde_json::json!({ "deleted": deleted }));
+            // A memo id that is not there exits 1; a customer with no memos is not an error.
+            Ok(if missing {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        ArchiveCommand::Purge { archive, days } => {
+            let days = days.unwrap_or(cfg.archive.retention_days);
+            if days == 0 {
+                anyhow::bail!("a retention of 0 days keeps every memo; give --days N");
+            }
+            let mut db = open_archive(cfg, archive)?;
+            let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+            let purged = db.purge(before)?;
+            println!("{}", serde_json::json!({ "purged": purged, "days": days }));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 pub fn run() -> ExitCode {
@@ -360,8 +474,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let engine = Engine::load(&cfg, true)?;
             let mut worker = engine.speech().expect("speech loaded").worker()?;
             let meta = MemoMeta {
+                memo_id: needtag::result::new_memo_id(),
                 rep_id,
                 customer_id,
+                team: None,
                 recorded_at: parse_time(recorded_at.as_deref())?,
                 domain,
             };
@@ -447,6 +563,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             cfg.validate()?;
             serve(cfg)
         }
+        Command::Archive(cmd) => {
+            let cfg = config(&cli.global)?;
+            archive_command(&cfg, cmd)
+        }
         Command::Library(LibraryCommand::Check { dir }) => {
             let dir = dir
                 .or_else(|| cli.global.library.clone())
@@ -525,7 +645,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let mut totals = Vec::new();
             for i in 0..runs.max(1) {
                 let t = std::time::Instant::now();
-                let r = engine.process_memo(&mut worker, &bytes, MemoMeta::default())?;
+                let meta = MemoMeta {
+                    memo_id: needtag::result::new_memo_id(),
+                    ..MemoMeta::default()
+                };
+                let r = engine.process_memo(&mut worker, &bytes, meta)?;
                 let _json = serde_json::to_string(&r)?;
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
                 totals.push(ms);

@@ -17,6 +17,44 @@ pub struct Config {
     pub asr: AsrConfig,
     pub matcher: MatcherConfig,
     pub server: ServerConfig,
+    pub archive: ArchiveConfig,
+}
+
+/// The memo archive: every memo the service answers is stored with its metadata, text and
+/// result, for review, export and deletion (see README → Archive). Memo text is customer data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// Store memos at all. Off: answers still carry a `memo_id`, nothing is kept, and the
+    /// archive's routes answer 404.
+    pub enabled: bool,
+    /// The SQLite file (created with its directory; WAL mode, so `-wal` and `-shm` files sit
+    /// beside it).
+    pub path: PathBuf,
+    /// Memos stored longer ago than this are purged (hourly, and at start-up); 0 keeps them.
+    pub retention_days: u32,
+    /// Days to keep a memo's audio. Declared for the configuration's shape: audio is not
+    /// stored yet, so only 0 is accepted.
+    pub keep_audio_days: u32,
+    /// Memos waiting to be written. An answer never waits for the disk: the record is handed
+    /// to one writer; when this many are already waiting, the handler waits at most
+    /// `enqueue_wait_ms` for room and then gives up on storing that memo (counted in
+    /// `needtag_archive_dropped_total` and logged with its id).
+    pub queue: usize,
+    pub enqueue_wait_ms: u64,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "needtag-archive.sqlite".into(),
+            retention_days: 365,
+            keep_audio_days: 0,
+            queue: 1024,
+            enqueue_wait_ms: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,8 +265,20 @@ impl Default for MatcherConfig {
 pub enum Scope {
     /// Upload memos and tag text.
     Tag,
-    /// Reload the library.
+    /// Reload the library; delete archived memos.
     Admin,
+    /// Read the memo archive, review its tags, export the reviewed memos.
+    Review,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Tag => "tag",
+            Scope::Admin => "admin",
+            Scope::Review => "review",
+        }
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -372,6 +422,9 @@ impl Config {
         if let Some(v) = get("NEEDTAG_API_KEYS") {
             self.server.api_keys = parse_api_keys(&v)?;
         }
+        if let Some(v) = get("NEEDTAG_ARCHIVE") {
+            self.archive.path = v.into();
+        }
         Ok(())
     }
 
@@ -430,6 +483,12 @@ impl Config {
                 )));
             }
         }
+        if self.archive.keep_audio_days != 0 {
+            return bad("archive.keep_audio_days: audio is not stored yet; only 0 is accepted");
+        }
+        if self.archive.enabled && self.archive.queue == 0 {
+            return bad("archive.queue must be at least 1");
+        }
         if let Some(d) = &self.asr.default_domain {
             crate::library::check_domain(d)
                 .map_err(|e| Error::InvalidInput(format!("asr.default_domain: {e}")))?;
@@ -469,6 +528,7 @@ pub fn parse_api_keys(spec: &str) -> Result<Vec<ApiKey>> {
                 .map(|s| match s.trim() {
                     "tag" => Ok(Scope::Tag),
                     "admin" => Ok(Scope::Admin),
+                    "review" => Ok(Scope::Review),
                     other => Err(Error::InvalidInput(format!(
                         "API key #{}: unknown scope {other:?}",
                         i + 1

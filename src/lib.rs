@@ -7,6 +7,7 @@
 
 pub mod actions;
 pub mod api;
+pub mod archive;
 pub mod asr;
 pub mod audio;
 pub mod config;

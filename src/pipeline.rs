@@ -16,17 +16,9 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::library::Library;
 use crate::matcher::{Embedder, Matcher};
-use crate::result::{MemoResult, Models, Tags, TextResult};
+use crate::result::{MemoResult, Models, TagMode, Tags, TextResult};
 
-/// Milliseconds spent in each stage.
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
-pub struct Timings {
-    pub decode_ms: f64,
-    pub vad_ms: f64,
-    pub asr_ms: f64,
-    pub tag_ms: f64,
-    pub total_ms: f64,
-}
+pub use crate::result::Timings;
 
 fn ms(since: Instant) -> f64 {
     (since.elapsed().as_secs_f64() * 1e5).round() / 100.0
@@ -193,8 +185,13 @@ impl Prompts {
 /// Optional facts about a memo sent with it.
 #[derive(Debug, Clone, Default)]
 pub struct MemoMeta {
+    /// The memo's id, minted by the caller ([`crate::result::new_memo_id`]) so that the id
+    /// answered is the id stored.
+    pub memo_id: String,
     pub rep_id: Option<String>,
     pub customer_id: Option<String>,
+    /// The rep's team, as the caller names it.
+    pub team: Option<String>,
     pub recorded_at: Option<DateTime<FixedOffset>>,
     /// The rep's industry, one of the library's domains: whisper's prompt then holds that
     /// domain's words. None falls back to `asr.default_domain`.
@@ -207,7 +204,11 @@ pub const MAX_ID_CHARS: usize = 128;
 impl MemoMeta {
     /// Refuse ids too long to be ids and domains the library does not have.
     pub fn check(&self) -> Result<()> {
-        for (field, v) in [("rep_id", &self.rep_id), ("customer_id", &self.customer_id)] {
+        for (field, v) in [
+            ("rep_id", &self.rep_id),
+            ("customer_id", &self.customer_id),
+            ("team", &self.team),
+        ] {
             if let Some(n) = v.as_ref().map(|v| v.chars().count()) {
                 if n > MAX_ID_CHARS {
                     return Err(Error::InvalidInput(format!(
@@ -410,12 +411,17 @@ impl Engine {
         Ok(TextResult {
             text: text.to_string(),
             tags,
-            mode: if semantic { "hybrid" } else { "keyword" },
+            mode: if semantic {
+                TagMode::Hybrid
+            } else {
+                TagMode::Keyword
+            },
             timings: Timings {
                 tag_ms,
                 total_ms: tag_ms,
                 ..Timings::default()
             },
+            memo_id: None,
         })
     }
 
@@ -447,9 +453,10 @@ impl Engine {
         timings.tag_ms = ms(t);
         timings.total_ms = ms(total);
         Ok(MemoResult {
-            memo_id: uuid::Uuid::new_v4().to_string(),
+            memo_id: meta.memo_id,
             rep_id: meta.rep_id,
             customer_id: meta.customer_id,
+            team: meta.team,
             domain,
             recorded_at: recorded_at.to_rfc3339(),
             duration_s: tr.duration_s,

@@ -1,18 +1,65 @@
 //! The result types: one JSON shape that the CLI prints, the API returns and the CRM stores.
 //! Field names here are a contract; add fields, do not rename them.
 
+//!
+//! Every type here reads back what it wrote (`Serialize` and `Deserialize`, owned fields): a
+//! stored result is the same JSON when it is served again. `result` depends on no stage that
+//! produces it except for the plain data types those stages define.
+
 use chrono::NaiveDate;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::asr::Transcript;
 use crate::audio::AudioInfo;
 use crate::library::{Pack, Role, Tier};
-use crate::pipeline::Timings;
 use crate::verifier::Judgement;
 
+/// A new memo id. Minted by the caller (the API handler or the CLI) before the memo is
+/// processed, so the id that is answered is the id that is stored.
+pub fn new_memo_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Milliseconds spent in each stage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Timings {
+    pub decode_ms: f64,
+    pub vad_ms: f64,
+    pub asr_ms: f64,
+    pub tag_ms: f64,
+    pub total_ms: f64,
+}
+
+/// How a text was matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TagMode {
+    /// Keywords and sentence embeddings.
+    Hybrid,
+    /// Keywords and BM25 only.
+    Keyword,
+}
+
+impl TagMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TagMode::Hybrid => "hybrid",
+            TagMode::Keyword => "keyword",
+        }
+    }
+}
+
+impl std::fmt::Display for TagMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a piece of evidence was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, PartialOrd, Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum EvidenceKind {
     /// A library keyword, verbatim.
@@ -34,7 +81,7 @@ pub enum EvidenceKind {
 
 /// The text that fired a tag: a character span of the memo's text (Unicode scalar values,
 /// end exclusive), the words, and why.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Evidence {
     pub start: usize,
     pub end: usize,
@@ -45,7 +92,7 @@ pub struct Evidence {
     pub score: f32,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NeedTag {
     pub id: String,
     pub name: String,
@@ -61,7 +108,7 @@ pub struct NeedTag {
 }
 
 /// A need the text touched that was not tagged, and why (with `explain`).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DroppedNeed {
     pub id: String,
     pub name: String,
@@ -74,7 +121,7 @@ pub struct DroppedNeed {
 
 /// A need the memo mentions only to deny it or call it solved ("库存还够"): not tagged, reported
 /// so nobody sends a solution pack for it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RuledOut {
     pub id: String,
     pub name: String,
@@ -83,7 +130,7 @@ pub struct RuledOut {
     pub cue: String,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ActionTag {
     pub id: String,
     pub name: String,
@@ -96,7 +143,7 @@ pub struct ActionTag {
 }
 
 /// A commitment with its due date range (inclusive), resolved against `recorded_at`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NextStep {
     /// The clause that states it.
     pub text: String,
@@ -113,7 +160,7 @@ pub struct NextStep {
     pub evidence: Evidence,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Contact {
     /// As spoken: "张主任", "采购部刘经理", "赵店长".
     pub mention: String,
@@ -128,7 +175,7 @@ pub struct Contact {
     pub end: usize,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Vague {
     /// True when the memo has no concrete need, action, contact, number or dated next step.
     pub flag: bool,
@@ -137,7 +184,7 @@ pub struct Vague {
 }
 
 /// Everything the text of a memo yields.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Tags {
     pub needs: Vec<NeedTag>,
     pub ruled_out: Vec<RuledOut>,
@@ -154,18 +201,21 @@ pub struct Tags {
 }
 
 /// The result for a text (`needtag tag`, `POST /v1/tag`).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TextResult {
     pub text: String,
     #[serde(flatten)]
     pub tags: Tags,
     /// `keyword` or `hybrid` (keywords and sentence embeddings).
-    pub mode: &'static str,
+    pub mode: TagMode,
     pub timings: Timings,
+    /// The archive's id for this text, when the service stored it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo_id: Option<String>,
 }
 
 /// Names of the models that produced a result.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Models {
     pub asr: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -175,13 +225,16 @@ pub struct Models {
 }
 
 /// The result for a voice memo (`needtag memo`, `POST /v1/memos`).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct MemoResult {
     pub memo_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rep_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<String>,
+    /// The rep's team, as the caller names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
     /// The domain whose words whisper's prompt held (sent with the memo, or the configured
     /// default); absent when none was given.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,5 +1,6 @@
 //! API keys: `Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in constant time with
-//! every configured key. Scopes: `tag` (memos, tagging) and `admin` (library reload).
+//! every configured key. Scopes: `tag` (memos, tagging), `review` (read, review and export the
+//! archive) and `admin` (library reload, deleting archived memos).
 
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
@@ -68,13 +69,9 @@ pub fn authorize(keys: &[ApiKey], headers: &HeaderMap, scope: Scope) -> Result<C
         ));
     };
     if !key.scopes.contains(&scope) {
-        let s = match scope {
-            Scope::Tag => "tag",
-            Scope::Admin => "admin",
-        };
         return Err(ApiError::new(
             Code::Forbidden,
-            format!("this API key lacks the {s} scope"),
+            format!("this API key lacks the {} scope", scope.as_str()),
         ));
     }
     Ok(Caller {

@@ -120,13 +120,27 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// A piece of whisper's output the guards removed, by reason.
-    pub fn dropped(&self, reason: &'static str) {
+    /// A piece of whisper's output the guards removed, by reason. The label is one of the
+    /// guards' reasons (a closed set), else `other`.
+    pub fn dropped(&self, reason: &str) {
+        const REASONS: &[&str] = &[
+            "known_hallucination",
+            "prompt_echo",
+            "no_speech",
+            "sparse_with_prompt",
+            "sparser_without_prompt",
+            "repeated",
+        ];
+        let label = REASONS
+            .iter()
+            .find(|r| **r == reason)
+            .copied()
+            .unwrap_or("other");
         *self
             .dropped
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(reason)
+            .entry(label)
             .or_default() += 1;
     }
 

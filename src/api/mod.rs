@@ -8,6 +8,7 @@ mod conn;
 pub mod console;
 pub mod error;
 mod idempotency;
+mod memos;
 mod metrics;
 pub mod openapi;
 mod panics;
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 pub use error::{ApiError, Code};
@@ -49,10 +50,12 @@ pub struct AppState {
     uploads: Arc<tokio::sync::Semaphore>,
 }
 
-/// The loaded engine and its transcription workers.
+/// The loaded engine, its transcription workers and the memo archive.
 pub struct Loaded {
     pub engine: Arc<Engine>,
     pub pool: TranscriptionPool,
+    /// None when `archive.enabled` is false.
+    pub archive: Option<Arc<crate::archive::Archive>>,
 }
 
 impl AppState {
@@ -79,14 +82,27 @@ impl AppState {
         self.set_engine(engine)
     }
 
-    /// Serve with an engine loaded elsewhere.
+    /// Serve with an engine loaded elsewhere. Opens (and migrates) the archive first: a
+    /// service that cannot store memos refuses to start rather than forget them.
     pub fn set_engine(&self, engine: Arc<Engine>) -> crate::Result<()> {
+        let archive = if self.cfg.archive.enabled {
+            let a = crate::archive::Archive::start(&self.cfg.archive)
+                .map_err(|e| crate::Error::InvalidInput(format!("archive: {e}")))?;
+            tracing::info!(path = %self.cfg.archive.path.display(), "memo archive open");
+            Some(Arc::new(a))
+        } else {
+            None
+        };
         let pool = TranscriptionPool::start(
             engine.clone(),
             self.cfg.server.workers,
             self.cfg.server.queue,
         )?;
-        let _ = self.loaded.set(Loaded { engine, pool });
+        let _ = self.loaded.set(Loaded {
+            engine,
+            pool,
+            archive,
+        });
         Ok(())
     }
 
@@ -191,7 +207,14 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
     Router::new()
         .route("/", get(console::index))
         .route("/console/{*file}", get(console::asset))
-        .route("/v1/memos", post(routes::memos))
+        .route("/v1/memos", post(routes::memos).get(memos::list))
+        .route("/v1/memos/export", get(memos::export))
+        .route(
+            "/v1/memos/{id}",
+            get(memos::get_one).delete(memos::delete_one),
+        )
+        .route("/v1/memos/{id}/review", post(memos::review))
+        .route("/v1/customers/{id}/memos", delete(memos::delete_customer))
         .route("/v1/tag", post(routes::tag))
         .route("/v1/tag/batch", post(routes::tag_batch))
         .route("/v1/library", get(routes::library))

@@ -179,6 +179,8 @@ where
 pub struct MemoQuery {
     pub rep_id: Option<String>,
     pub customer_id: Option<String>,
+    /// The rep's team, as the CRM names it (kept in the archive for per-team numbers).
+    pub team: Option<String>,
     /// RFC 3339; next-step dates are resolved against it (default: now, +08:00).
     pub recorded_at: Option<String>,
     /// The rep's industry, one of the library's domains (medical_devices, ivd, pharmacy,
@@ -189,7 +191,7 @@ pub struct MemoQuery {
 
 /// Transcribe and tag a voice memo.
 #[utoipa::path(post, path = "/v1/memos", tag = "memos",
-    params(("rep_id" = Option<String>, Query), ("customer_id" = Option<String>, Query), ("recorded_at" = Option<String>, Query, description = "RFC 3339"),
+    params(("rep_id" = Option<String>, Query), ("customer_id" = Option<String>, Query), ("team" = Option<String>, Query), ("recorded_at" = Option<String>, Query, description = "RFC 3339"),
         ("domain" = Option<String>, Query, description = "the rep's industry, one of the library's domains; whisper is prompted with its words"),
         ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the stored result")),
     request_body(description = "multipart/form-data with an `audio` file field (and optional rep_id, customer_id, recorded_at, domain fields), or the audio itself with its content type (audio/*, application/octet-stream, video/webm)", content_type = "multipart/form-data"),
@@ -270,8 +272,10 @@ async fn memos_inner(state: Arc<AppState>, req: Request) -> Result<Response, Api
         .map(|d| d.trim().to_string())
         .filter(|d| !d.is_empty());
     let meta = MemoMeta {
+        memo_id: crate::result::new_memo_id(),
         rep_id: meta.rep_id,
         customer_id: meta.customer_id,
+        team: meta.team,
         recorded_at,
         domain,
     };
@@ -283,6 +287,7 @@ async fn memos_inner(state: Arc<AppState>, req: Request) -> Result<Response, Api
             &bytes,
             meta.rep_id.as_deref().unwrap_or("").as_bytes(),
             meta.customer_id.as_deref().unwrap_or("").as_bytes(),
+            meta.team.as_deref().unwrap_or("").as_bytes(),
             recorded_at
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default()
@@ -291,6 +296,7 @@ async fn memos_inner(state: Arc<AppState>, req: Request) -> Result<Response, Api
         ],
     );
     let state2 = state.clone();
+    let caller2 = caller.clone();
     Ok(idempotent(&state, &caller, idem, fp, move || async move {
         let loaded = state2.get()?;
         // A transcription slot is taken only now that the whole upload is here.
@@ -307,6 +313,11 @@ async fn memos_inner(state: Arc<AppState>, req: Request) -> Result<Response, Api
                 )
             })??;
         record_stages(&state2, &result);
+        super::memos::keep(
+            &state2,
+            crate::archive::NewMemo::audio(&result, &caller2.name),
+        )
+        .await;
         Ok(Json(result).into_response())
     })
     .await)
@@ -335,7 +346,7 @@ fn record_stages(state: &AppState, r: &MemoResult) {
         state.metrics.stage(stage, ms / 1000.0);
     }
     for d in &r.transcript.dropped {
-        state.metrics.dropped(d.reason);
+        state.metrics.dropped(&d.reason);
     }
 }
 
@@ -360,25 +371,80 @@ pub struct TagRequest {
     /// Also list the candidates that were not tagged, with the verifier's reasons.
     #[serde(default)]
     pub explain: bool,
+    /// Stored with the memo in the archive (as for `/v1/memos`).
+    #[serde(default)]
+    pub rep_id: Option<String>,
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    #[serde(default)]
+    pub team: Option<String>,
+    /// The rep's industry, one of the library's domains.
+    #[serde(default)]
+    pub domain: Option<String>,
 }
 
+/// The archive metadata sent with a text.
+#[derive(Debug, Default)]
+struct TextMeta {
+    rep_id: Option<String>,
+    customer_id: Option<String>,
+    team: Option<String>,
+    domain: Option<String>,
+}
+
+/// Check a text's metadata as a voice memo's is checked.
+fn checked_meta(
+    m: TextMeta,
+    recorded_at: Option<DateTime<FixedOffset>>,
+) -> Result<crate::archive::Meta, ApiError> {
+    let meta = MemoMeta {
+        memo_id: String::new(),
+        rep_id: m.rep_id,
+        customer_id: m.customer_id,
+        team: m.team,
+        recorded_at,
+        domain: m
+            .domain
+            .map(|d| d.trim().to_string())
+            .filter(|d| !d.is_empty()),
+    };
+    meta.check()?;
+    Ok(crate::archive::Meta {
+        rep_id: meta.rep_id,
+        customer_id: meta.customer_id,
+        team: meta.team,
+        domain: meta.domain,
+        recorded_at,
+    })
+}
+
+/// Tag one text, give it a memo id and hand it to the archive.
 async fn tag_one(
     state: &Arc<AppState>,
+    caller: &Caller,
     text: String,
     recorded_at: Option<&str>,
     mode: Mode,
     explain: bool,
+    meta: TextMeta,
 ) -> Result<TextResult, ApiError> {
     let recorded_at = parse_time("recorded_at", recorded_at)?;
+    let meta = checked_meta(meta, recorded_at)?;
     let engine = state.get()?.engine.clone();
     let how = crate::pipeline::TagOptions {
         explain,
         ..crate::pipeline::TagOptions::from_config(&state.cfg, mode == Mode::Hybrid)
     };
-    let result = blocking(move || engine.tag_text_with(&text, recorded_at, how))
+    let mut result = blocking(move || engine.tag_text_with(&text, recorded_at, how))
         .await
         .map_err(|_| ApiError::new(Code::Internal, "tagging failed"))??;
     state.metrics.stage("tag", result.timings.tag_ms / 1000.0);
+    result.memo_id = Some(crate::result::new_memo_id());
+    super::memos::keep(
+        state,
+        crate::archive::NewMemo::text(&result, meta, &caller.name),
+    )
+    .await;
     Ok(result)
 }
 
@@ -396,14 +462,23 @@ pub async fn tag(State(state): Shared, headers: HeaderMap, body: Body) -> Respon
         let req: TagRequest = json(&bytes)?;
         let fp = fingerprint("tag", &caller, &[&bytes]);
         let st = state.clone();
+        let caller2 = caller.clone();
         Ok::<_, ApiError>(
             idempotent(&state, &caller, idem, fp, move || async move {
+                let meta = TextMeta {
+                    rep_id: req.rep_id,
+                    customer_id: req.customer_id,
+                    team: req.team,
+                    domain: req.domain,
+                };
                 let r = tag_one(
                     &st,
+                    &caller2,
                     req.text,
                     req.recorded_at.as_deref(),
                     req.mode,
                     req.explain,
+                    meta,
                 )
                 .await?;
                 Ok(Json(r).into_response())
@@ -431,6 +506,14 @@ pub struct BatchItem {
     pub text: String,
     #[serde(default)]
     pub recorded_at: Option<String>,
+    #[serde(default)]
+    pub rep_id: Option<String>,
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub domain: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -461,7 +544,7 @@ fn batch_body_limit(server: &crate::config::ServerConfig) -> usize {
     security(("api_key" = [])))]
 pub async fn tag_batch(State(state): Shared, headers: HeaderMap, body: Body) -> Response {
     let run = async {
-        authorize(&state.cfg.server.api_keys, &headers, Scope::Tag)?;
+        let caller = authorize(&state.cfg.server.api_keys, &headers, Scope::Tag)?;
         let server = &state.cfg.server;
         let bytes = body::read(body, &headers, batch_body_limit(server), pace(&state)).await?;
         let req: BatchRequest = json(&bytes)?;
@@ -497,12 +580,20 @@ pub async fn tag_batch(State(state): Shared, headers: HeaderMap, body: Body) -> 
                     ),
                 )),
                 _ => {
+                    let meta = TextMeta {
+                        rep_id: item.rep_id,
+                        customer_id: item.customer_id,
+                        team: item.team,
+                        domain: item.domain,
+                    };
                     tag_one(
                         &state,
+                        &caller,
                         item.text,
                         item.recorded_at.as_deref(),
                         req.mode,
                         false,
+                        meta,
                     )
                     .await
                 }
@@ -845,6 +936,11 @@ pub async fn metrics(State(state): Shared) -> Response {
         .get()
         .map(|l| (l.pool.waiting(), l.pool.busy(), l.pool.capacity()))
         .unwrap_or_default();
+    let archive = state.loaded.get().and_then(|l| l.archive.clone());
+    let archived = |f: fn(&crate::archive::Stats) -> f64| {
+        archive.as_ref().map(|a| f(a.stats())).unwrap_or(0.0)
+    };
+    use std::sync::atomic::Ordering::Relaxed;
     let text = state.metrics.render(&[
         (
             "needtag_up",
@@ -875,6 +971,26 @@ pub async fn metrics(State(state): Shared) -> Response {
             "needtag_upload_slots",
             "Memo uploads that may be received at once (server.max_uploads).",
             state.cfg.server.max_uploads as f64,
+        ),
+        (
+            "needtag_archive_queue_depth",
+            "Memos and archive requests waiting for the archive's writer.",
+            archived(|s| s.queued.load(Relaxed) as f64),
+        ),
+        (
+            "needtag_archive_stored",
+            "Memos written to the archive since start.",
+            archived(|s| s.stored.load(Relaxed) as f64),
+        ),
+        (
+            "needtag_archive_dropped",
+            "Memos answered but not archived because the archive's queue stayed full (archive.enqueue_wait_ms).",
+            archived(|s| s.dropped.load(Relaxed) as f64),
+        ),
+        (
+            "needtag_archive_failed",
+            "Memos answered but not archived because writing them failed (logged).",
+            archived(|s| s.failed.load(Relaxed) as f64),
         ),
         (
             "needtag_idempotency_entries",

@@ -104,6 +104,10 @@ pub async fn serve_router(
     let _ = tokio::task::spawn_blocking(move || {
         if let Some(l) = st.loaded.get() {
             l.pool.shutdown();
+            // Every memo answered is written before the process goes.
+            if let Some(a) = &l.archive {
+                a.close();
+            }
         }
     })
     .await;

@@ -141,7 +141,7 @@ pub async fn read(
         }
         let known = matches!(
             name.as_str(),
-            "rep_id" | "customer_id" | "recorded_at" | "domain"
+            "rep_id" | "customer_id" | "team" | "recorded_at" | "domain"
         );
         if !known {
             // Fields this version does not know are skipped, not read.
@@ -173,6 +173,7 @@ pub async fn read(
         match name.as_str() {
             "rep_id" => meta.rep_id = value,
             "customer_id" => meta.customer_id = value,
+            "team" => meta.team = value,
             "recorded_at" => meta.recorded_at = value,
             _ => meta.domain = value,
         }

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
 };
@@ -102,7 +102,7 @@ impl Drop for Borrowed<'_> {
     }
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Segment {
     /// Start and end in seconds of the uploaded audio.
     pub start: f64,
@@ -111,7 +111,7 @@ pub struct Segment {
 }
 
 /// Text whisper produced that the guards removed, kept for transparency.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Dropped {
     pub text: String,
     /// `known_hallucination` (a subtitle credit), `prompt_echo`, `no_speech`; or, when a sparse
@@ -119,15 +119,15 @@ pub struct Dropped {
     /// (the prompted text, which skipped speech) or `sparser_without_prompt` (the second decode,
     /// which was no fuller); `repeated`, clauses a segment began with that the one before it
     /// had just ended with.
-    pub reason: &'static str,
+    pub reason: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Transcript {
     pub text: String,
     pub segments: Vec<Segment>,
     pub language: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped: Vec<Dropped>,
 }
 
@@ -398,7 +398,7 @@ fn drop_repeated_heads(t: &mut Transcript) {
             if !head.is_empty() {
                 t.dropped.push(Dropped {
                     text: head,
-                    reason: "repeated",
+                    reason: "repeated".to_string(),
                 });
                 seg.text = tidy::normalise(&rest);
             }
@@ -444,7 +444,7 @@ fn transcribe_chunk(
     kept.dropped.extend(other.dropped);
     kept.dropped.push(Dropped {
         text: other.text,
-        reason,
+        reason: reason.to_string(),
     });
     Ok(kept)
 }
@@ -543,7 +543,7 @@ fn decode_chunk(
         if verdict != guard::Verdict::Keep {
             out.dropped.push(Dropped {
                 text: tidy::normalise(text),
-                reason: verdict.reason(),
+                reason: verdict.reason().to_string(),
             });
             continue;
         }
@@ -554,7 +554,7 @@ fn decode_chunk(
         let (text, echoed) = guard::strip_list_echo(&text, &items);
         out.dropped.extend(echoed.into_iter().map(|text| Dropped {
             text: tidy::normalise(&text),
-            reason: "prompt_echo",
+            reason: "prompt_echo".to_string(),
         }));
         // Last, the text a rep reads (see `tidy`).
         let text = tidy::normalise(&text);

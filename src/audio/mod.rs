@@ -40,10 +40,10 @@ impl DecodedAudio {
     }
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AudioInfo {
     /// Container found in the bytes (`wav`, `mp4`, `amr`, `ogg`, …), whatever the file was called.
-    pub container: &'static str,
+    pub container: String,
     /// Codec inside it (`pcm_s16le`, `aac`, `amr_nb`, `opus`, …).
     pub codec: String,
     pub source_sample_rate: u32,
@@ -179,7 +179,7 @@ pub fn decode(bytes: impl AudioBytes, cfg: &AudioConfig) -> Result<DecodedAudio>
     Ok(DecodedAudio {
         samples,
         info: AudioInfo {
-            container: container.name(),
+            container: container.name().to_string(),
             codec,
             source_sample_rate: source_rate,
             source_channels,

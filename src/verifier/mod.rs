@@ -221,7 +221,7 @@ pub struct Verifier {
 }
 
 /// What the verifier says about one candidate.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Judgement {
     /// topic × expressed: the tag's probability.
     pub probability: f32,

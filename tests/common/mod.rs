@@ -35,10 +35,12 @@ pub fn shared(sub: &str) -> Option<PathBuf> {
     }
 }
 
-/// The default configuration with the prepared models of this checkout.
+/// The default configuration with the prepared models of this checkout, and no archive (a
+/// test server gets its own, see `server::config`).
 pub fn config() -> Config {
     let mut cfg = Config::default();
     cfg.models.dir = root().join("models/prepared");
+    cfg.archive.enabled = false;
     cfg
 }
 

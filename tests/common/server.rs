@@ -15,6 +15,7 @@ pub struct Server {
     pub base: String,
     pub state: Arc<AppState>,
     pub library_dir: PathBuf,
+    pub archive_path: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -40,12 +41,22 @@ pub fn library_copy(tag: &str) -> PathBuf {
     dir
 }
 
+/// A fresh directory for the archive of the server named `tag`.
+pub fn archive_dir(tag: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("needtag-test-{}-{tag}-archive", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 /// The configuration the tests start from: two keys, the library copy, one worker.
 pub fn config(tag: &str) -> Config {
     let mut cfg = super::config();
     cfg.library = Some(library_copy(tag));
     cfg.server.api_keys = parse_api_keys(&format!("{TAG_KEY}:tag,{ADMIN_KEY}:tag+admin")).unwrap();
     cfg.server.bind = "127.0.0.1:0".into();
+    cfg.archive.enabled = true;
+    cfg.archive.path = archive_dir(tag).join("archive.sqlite");
     cfg.server.workers = 1;
     cfg.server.queue = 2;
     cfg
@@ -89,6 +100,7 @@ impl Server {
         Server {
             base: format!("http://{addr}"),
             library_dir: cfg.library.clone().unwrap_or_default(),
+            archive_path: cfg.archive.path.clone(),
             state,
             stop: Some(stop),
             thread: Some(thread),
@@ -126,6 +138,11 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.library_dir);
+        if let Some(dir) = self.archive_path.parent() {
+            if dir.starts_with(std::env::temp_dir()) {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
     }
 }
 

@@ -1,0 +1,622 @@
+//! The memo archive end to end: a real server on a loopback port with the real models and a
+//! temporary SQLite file. Memos are stored through `/v1/tag`, `/v1/tag/batch` and `/v1/memos`,
+//! then listed, fetched, reviewed, exported (and read back by `needtag eval`), deleted and
+//! purged; scopes and bad input are checked on every archive route.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::server::{bearer, client, config, Server};
+use needtag::archive::sqlite::Sqlite;
+use needtag::archive::{Filter, Meta, NewMemo, Source, Store};
+use needtag::config::parse_api_keys;
+use reqwest::multipart::{Form, Part};
+use serde_json::{json, Value};
+
+const TAG: &str = "archive-tag-key-000001";
+const REVIEW: &str = "archive-review-key-0001";
+const ADMIN: &str = "archive-admin-key-00001";
+
+const MEMO: &str = "张主任提到关节镜手术后患者投诉疼痛管理不到位，希望我们下周三带镇痛方案对比表过来，另外库存还够，暂时不用补货";
+const VAGUE: &str = "已沟通，持续跟进";
+const PRICE: &str = "客户说价格太高，竞品便宜了百分之十，希望我们给个特价";
+
+fn with_keys(tag: &str) -> needtag::Config {
+    let mut cfg = config(tag);
+    cfg.server.api_keys =
+        parse_api_keys(&format!("{TAG}:tag,{REVIEW}:review,{ADMIN}:admin")).unwrap();
+    cfg.server.per_key_inflight = 0;
+    cfg
+}
+
+fn shared() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| Server::start(with_keys("archive"), true))
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// The error code of an error answer (and a check that it has the documented shape).
+fn code(body: &Value) -> &str {
+    assert!(body["error"]["message"].is_string(), "{body}");
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+async fn tag(s: &Server, body: Value) -> Value {
+    let (st, r) = send(
+        client()
+            .post(s.url("/v1/tag"))
+            .header("authorization", bearer(TAG))
+            .json(&body),
+    )
+    .await;
+    assert_eq!(st, 200, "{r}");
+    assert!(r["memo_id"].is_string(), "{r}");
+    r
+}
+
+async fn list(s: &Server, query: &str) -> Value {
+    let (st, r) = send(
+        client()
+            .get(s.url(&format!("/v1/memos?{query}")))
+            .header("authorization", bearer(REVIEW)),
+    )
+    .await;
+    assert_eq!(st, 200, "{query}: {r}");
+    r
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["memo_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn memos_are_stored_listed_fetched_reviewed_exported_and_deleted() {
+    let s = shared();
+    let c = client();
+    let rep = "rep-flow";
+    let first = tag(
+        s,
+        json!({"text": MEMO, "recorded_at": "2026-03-04T10:00:00+08:00", "rep_id": rep,
+               "customer_id": "hosp-1", "team": "east", "domain": "medical_devices"}),
+    )
+    .await;
+    let (st, batch) = send(
+        c.post(s.url("/v1/tag/batch"))
+            .header("authorization", bearer(TAG))
+            .json(&json!({"items": [
+                {"id": "b1", "text": VAGUE, "recorded_at": "2026-03-05T10:00:00+08:00", "rep_id": rep, "customer_id": "shop-2", "team": "west"},
+                {"id": "b2", "text": PRICE, "recorded_at": "2026-03-06T10:00:00+08:00", "rep_id": rep, "customer_id": "shop-2", "team": "west"},
+                {"id": "b3", "text": PRICE, "rep_id": "x".repeat(200)}
+            ]})),
+    )
+    .await;
+    assert_eq!(st, 200, "{batch}");
+    let results = batch["results"].as_array().unwrap();
+    assert!(results[0]["result"]["memo_id"].is_string(), "{batch}");
+    assert!(results[1]["result"]["memo_id"].is_string(), "{batch}");
+    assert_eq!(results[2]["error"]["code"], "invalid_input", "{batch}");
+    let form = Form::new()
+        .part(
+            "audio",
+            Part::bytes(common::fixture_bytes("audio/aishell_S0764W0121.wav")).file_name("m.wav"),
+        )
+        .text("rep_id", rep)
+        .text("customer_id", "hosp-9")
+        .text("team", "east")
+        .text("recorded_at", "2026-03-07T17:20:00+08:00");
+    let (st, audio) = send(
+        c.post(s.url("/v1/memos"))
+            .header("authorization", bearer(TAG))
+            .multipart(form),
+    )
+    .await;
+    assert_eq!(st, 200, "{audio}");
+    let audio_id = audio["memo_id"].as_str().unwrap().to_string();
+
+    // Everything answered is listed, newest first, and pages join up without gaps or repeats.
+    let all = list(s, &format!("rep_id={rep}")).await;
+    let every = ids(&all);
+    assert_eq!(every.len(), 4, "{all}");
+    assert_eq!(every[0], audio_id);
+    assert!(all.get("next").is_none(), "{all}");
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = list(s, &format!("rep_id={rep}&limit=3{cursor}")).await;
+        paged.extend(ids(&page));
+        match page["next"].as_str() {
+            Some(n) => cursor = format!("&cursor={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, every);
+
+    let first_id = first["memo_id"].as_str().unwrap().to_string();
+    let need = first["needs"][0]["id"].as_str().unwrap().to_string();
+    for (query, expected) in [
+        (format!("rep_id={rep}&customer_id=shop-2"), 2),
+        (format!("rep_id={rep}&team=east"), 2),
+        (format!("rep_id={rep}&domain=medical_devices"), 1),
+        (format!("rep_id={rep}&need={need}"), 1),
+        (format!("rep_id={rep}&from=2026-03-05&to=2026-03-06"), 2),
+        (format!("rep_id={rep}&from=2026-03-06T00:00:00%2B08:00"), 2),
+        (format!("rep_id={rep}&reviewed=true"), 0),
+    ] {
+        let page = list(s, &query).await;
+        assert_eq!(ids(&page).len(), expected, "{query}: {page}");
+    }
+    let vague_id = results[0]["result"]["memo_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vague = list(s, &format!("rep_id={rep}&vague=true")).await;
+    assert!(
+        ids(&vague).contains(&vague_id) && !ids(&vague).contains(&first_id),
+        "{vague}"
+    );
+    let no_need = list(s, &format!("rep_id={rep}&no_need=true")).await;
+    assert!(ids(&no_need).contains(
+        &results[0]["result"]["memo_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    ));
+    assert!(!ids(&no_need).contains(&first_id));
+
+    // A stored memo is the answer that was given, read back.
+    let (st, got) = send(
+        c.get(s.url(&format!("/v1/memos/{first_id}")))
+            .header("authorization", bearer(REVIEW)),
+    )
+    .await;
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(got["result"], first, "the stored result is the answer");
+    assert_eq!(got["source"], "text");
+    assert_eq!(got["customer_id"], "hosp-1");
+    assert_eq!(got["stored_by"], "env-key-1");
+    let (_, got_audio) = send(
+        c.get(s.url(&format!("/v1/memos/{audio_id}")))
+            .header("authorization", bearer(REVIEW)),
+    )
+    .await;
+    assert_eq!(
+        got_audio["result"], audio,
+        "the stored voice memo is the answer"
+    );
+    assert_eq!(got_audio["source"], "audio");
+
+    // Review: reject a need, add a missed one, confirm an action.
+    let action = first["actions"][0]["id"].as_str().map(str::to_string);
+    let mut marks = vec![
+        json!({"kind": "need", "id": need, "verdict": "reject"}),
+        json!({"kind": "need", "id": "equipment_maintenance", "verdict": "add"}),
+    ];
+    if let Some(a) = &action {
+        marks.push(json!({"kind": "action", "id": a, "verdict": "confirm"}));
+    }
+    let review = |id: &str, body: Value| {
+        c.post(s.url(&format!("/v1/memos/{id}/review")))
+            .header("authorization", bearer(REVIEW))
+            .json(&body)
+    };
+    let (st, reviewed) = send(review(&first_id, json!({ "marks": marks }))).await;
+    assert_eq!(st, 200, "{reviewed}");
+    assert_eq!(reviewed["reviewed"], true);
+    assert_eq!(reviewed["reviews"][0]["reviewer"], "env-key-2");
+    let labels: Vec<&str> = reviewed["labels"]["needs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        !labels.contains(&need.as_str()) && labels.contains(&"equipment_maintenance"),
+        "{reviewed}"
+    );
+    for (body, status, expected) in [
+        (
+            json!({"marks": [{"kind": "need", "id": "no_such_need", "verdict": "add"}]}),
+            422,
+            "invalid_input",
+        ),
+        (
+            json!({"marks": [{"kind": "need", "id": "display_fee", "verdict": "confirm"}]}),
+            422,
+            "invalid_input",
+        ),
+        (json!({"marks": []}), 422, "invalid_input"),
+        (
+            json!({"marks": [{"kind": "mood", "id": "x", "verdict": "add"}]}),
+            400,
+            "invalid_json",
+        ),
+    ] {
+        let (st, e) = send(review(&first_id, body.clone())).await;
+        assert_eq!((st, code(&e)), (status, expected), "{body}: {e}");
+    }
+    let (st, e) = send(review("no-such-memo", json!({"marks": marks}))).await;
+    assert_eq!((st, code(&e)), (404, "not_found"));
+
+    // The export is labeled JSONL that needtag's evaluation reads as it is.
+    let export = |query: &str| {
+        c.get(s.url(&format!("/v1/memos/export?{query}")))
+            .header("authorization", bearer(REVIEW))
+            .send()
+    };
+    let resp = export(&format!("rep_id={rep}")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let jsonl = resp.text().await.unwrap();
+    let memos = needtag::eval::parse_jsonl(&jsonl, "export").unwrap();
+    assert_eq!(memos.len(), 1, "only reviewed memos: {jsonl}");
+    assert_eq!(memos[0].id, first_id);
+    assert_eq!(memos[0].text, MEMO);
+    assert!(memos[0]
+        .needs
+        .contains(&"equipment_maintenance".to_string()));
+    let file = std::env::temp_dir().join(format!("needtag-export-{}.jsonl", std::process::id()));
+    std::fs::write(&file, &jsonl).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_needtag"))
+        .args(["eval", "--json", "--keyword-only"])
+        .arg(&file)
+        .env("NEEDTAG_MODELS", common::root().join("models/prepared"))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["memos"], 1, "{report}");
+
+    // Deleting needs admin; a deleted memo is gone from get, list and export.
+    let delete =
+        |path: String, key: &str| c.delete(s.url(&path)).header("authorization", bearer(key));
+    let (st, e) = send(delete(format!("/v1/memos/{first_id}"), REVIEW)).await;
+    assert_eq!((st, code(&e)), (403, "forbidden"));
+    let (st, d) = send(delete(format!("/v1/memos/{first_id}"), ADMIN)).await;
+    assert_eq!((st, d["deleted"].as_u64()), (200, Some(1)), "{d}");
+    let (st, e) = send(delete(format!("/v1/memos/{first_id}"), ADMIN)).await;
+    assert_eq!((st, code(&e)), (404, "not_found"));
+    let (st, _) = send(
+        c.get(s.url(&format!("/v1/memos/{first_id}")))
+            .header("authorization", bearer(REVIEW)),
+    )
+    .await;
+    assert_eq!(st, 404);
+    assert!(!ids(&list(s, &format!("rep_id={rep}")).await).contains(&first_id));
+    let jsonl = export(&format!("rep_id={rep}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(jsonl.trim().is_empty(), "{jsonl}");
+
+    // By customer.
+    let (st, d) = send(delete("/v1/customers/shop-2/memos".into(), ADMIN)).await;
+    assert_eq!((st, d["deleted"].as_u64()), (200, Some(2)), "{d}");
+    assert!(ids(&list(s, &format!("rep_id={rep}&customer_id=shop-2")).await).is_empty());
+    assert_eq!(ids(&list(s, &format!("rep_id={rep}")).await), [audio_id]);
+}
+
+#[tokio::test]
+async fn each_route_asks_for_its_scope() {
+    let s = shared();
+    let c = client();
+    let stored = tag(s, json!({"text": PRICE, "rep_id": "rep-scopes"})).await;
+    let id = stored["memo_id"].as_str().unwrap();
+    let review_body = json!({"marks": [{"kind": "need", "id": "display_fee", "verdict": "add"}]});
+    let routes: Vec<(reqwest::Method, String, Option<Value>, &str)> = vec![
+        (reqwest::Method::GET, "/v1/memos".into(), None, "review"),
+        (
+            reqwest::Method::GET,
+            format!("/v1/memos/{id}"),
+            None,
+            "review",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/memos/export".into(),
+            None,
+            "review",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/memos/{id}/review"),
+            Some(review_body),
+            "review",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/v1/customers/nobody-at-all/memos".into(),
+            None,
+            "admin",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/v1/memos/not-there".into(),
+            None,
+            "admin",
+        ),
+    ];
+    for (method, path, body, scope) in &routes {
+        let req = |key: Option<&str>| {
+            let mut r = c.request(method.clone(), s.url(path));
+            if let Some(k) = key {
+                r = r.header("authorization", bearer(k));
+            }
+            if let Some(b) = body {
+                r = r.json(b);
+            }
+            r
+        };
+        let (st, e) = send(req(None)).await;
+        assert_eq!((st, code(&e)), (401, "unauthorized"), "{method} {path}");
+        for key in [TAG, REVIEW, ADMIN] {
+            let (st, e) = send(req(Some(key))).await;
+            let allowed =
+                (key == REVIEW && *scope == "review") || (key == ADMIN && *scope == "admin");
+            if allowed {
+                assert_ne!(st, 403, "{method} {path} with the {scope} key: {e}");
+                assert!(st < 500, "{method} {path}: {e}");
+            } else {
+                assert_eq!(
+                    (st, code(&e)),
+                    (403, "forbidden"),
+                    "{method} {path} with {key}"
+                );
+            }
+        }
+    }
+    // Reading and reviewing do not tag.
+    let (st, e) = send(
+        c.post(s.url("/v1/tag"))
+            .header("authorization", bearer(REVIEW))
+            .json(&json!({"text": PRICE})),
+    )
+    .await;
+    assert_eq!((st, code(&e)), (403, "forbidden"));
+}
+
+#[tokio::test]
+async fn bad_queries_and_metadata_are_typed_errors() {
+    let s = shared();
+    let c = client();
+    for (query, status, expected) in [
+        ("vague=maybe", 400, "invalid_request"),
+        ("needs=price", 400, "invalid_request"),
+        ("limit=0", 422, "invalid_input"),
+        ("limit=100000", 422, "invalid_input"),
+        ("cursor=abc", 422, "invalid_input"),
+        ("cursor=-4", 422, "invalid_input"),
+        ("from=yesterday", 422, "invalid_input"),
+        ("to=2026-13-01", 422, "invalid_input"),
+    ] {
+        let (st, e) = send(
+            c.get(s.url(&format!("/v1/memos?{query}")))
+                .header("authorization", bearer(REVIEW)),
+        )
+        .await;
+        assert_eq!((st, code(&e)), (status, expected), "{query}: {e}");
+    }
+    let (st, e) = send(
+        c.get(s.url("/v1/memos/export?limit=3"))
+            .header("authorization", bearer(REVIEW)),
+    )
+    .await;
+    assert_eq!((st, code(&e)), (400, "invalid_request"));
+    let (st, e) = send(
+        c.get(s.url("/v1/memos/%ff%fe"))
+            .header("authorization", bearer(REVIEW)),
+    )
+    .await;
+    assert_eq!((st, code(&e)), (400, "invalid_request"), "{e}");
+    let (st, e) = send(
+        c.get(s.url(&format!("/v1/memos/{}", "a".repeat(300))))
+            .header("authorization", bearer(REVIEW)),
+    )
+    .await;
+    assert_eq!((st, code(&e)), (400, "invalid_request"), "{e}");
+    let (st, e) = send(
+        c.post(s.url("/v1/memos/some-id/review"))
+            .header("authorization", bearer(REVIEW))
+            .body("{not json"),
+    )
+    .await;
+    assert_eq!((st, code(&e)), (400, "invalid_json"));
+    for body in [
+        json!({"text": PRICE, "customer_id": "c".repeat(129)}),
+        json!({"text": PRICE, "team": "t".repeat(129)}),
+        json!({"text": PRICE, "domain": "fmcg"}),
+    ] {
+        let (st, e) = send(
+            c.post(s.url("/v1/tag"))
+                .header("authorization", bearer(TAG))
+                .json(&body),
+        )
+        .await;
+        assert_eq!((st, code(&e)), (422, "invalid_input"), "{body}: {e}");
+    }
+    let (st, e) = send(
+        c.post(s.url("/v1/tag"))
+            .header("authorization", bearer(TAG))
+            .json(&json!({"text": PRICE, "teem": "x"})),
+    )
+    .await;
+    assert_eq!((st, code(&e)), (400, "invalid_json"), "{e}");
+}
+
+#[tokio::test]
+async fn the_openapi_document_has_the_archive() {
+    let s = shared();
+    let (_, spec) = send(client().get(s.url("/openapi.json"))).await;
+    for path in [
+        "/v1/memos",
+        "/v1/memos/{id}",
+        "/v1/memos/{id}/review",
+        "/v1/memos/export",
+        "/v1/customers/{id}/memos",
+    ] {
+        assert!(spec["paths"][path].is_object(), "openapi lacks {path}");
+    }
+    assert!(spec["paths"]["/v1/memos"]["get"].is_object());
+    assert!(spec["paths"]["/v1/memos"]["post"].is_object());
+    assert!(spec["components"]["schemas"]["StoredMemo"].is_object());
+}
+
+fn old_memo(id: &str, days_ago: i64) -> NewMemo {
+    NewMemo {
+        memo_id: id.into(),
+        source: Source::Text,
+        meta: Meta {
+            customer_id: Some("c-old".into()),
+            ..Meta::default()
+        },
+        stored_by: "crm".into(),
+        stored_at: chrono::Utc::now() - chrono::Duration::days(days_ago),
+        text: "客户说价格太高".into(),
+        library_version: "lib-old".into(),
+        needs: vec![],
+        actions: vec![],
+        ruled_out: vec![],
+        vague: false,
+        high_value: false,
+        total_ms: 1.0,
+        result: r#"{"text":"客户说价格太高","needs":[],"ruled_out":[],"actions":[],"high_value":false,"next_steps":[],"contacts":[],"vague":{"flag":false},"library_version":"lib-old","mode":"keyword","timings":{"decode_ms":0.0,"vad_ms":0.0,"asr_ms":0.0,"tag_ms":0.0,"total_ms":0.0}}"#.into(),
+    }
+}
+
+#[tokio::test]
+async fn memos_past_retention_are_purged_at_start_and_the_rest_survive_a_restart() {
+    let mut cfg = with_keys("archive-retention");
+    cfg.archive.retention_days = 30;
+    {
+        let mut db = Sqlite::open(&cfg.archive.path).unwrap();
+        db.store(&[old_memo("expired", 31), old_memo("recent", 29)])
+            .unwrap();
+    }
+    let mut s = Server::start(cfg.clone(), true);
+    let c = client();
+    let get = |id: &str| {
+        c.get(s.url(&format!("/v1/memos/{id}")))
+            .header("authorization", bearer(REVIEW))
+    };
+    let (st, _) = send(get("expired")).await;
+    assert_eq!(st, 404, "purged at start-up");
+    let (st, _) = send(get("recent")).await;
+    assert_eq!(st, 200);
+    let answered = tag(&s, json!({"text": PRICE, "customer_id": "c-new"})).await;
+    let id = answered["memo_id"].as_str().unwrap().to_string();
+    // A graceful stop writes every memo it answered.
+    s.stop();
+    let mut db = Sqlite::open(&cfg.archive.path).unwrap();
+    let kept = db.get(&id).unwrap().expect("the answered memo is stored");
+    assert_eq!(kept.customer_id.as_deref(), Some("c-new"));
+    assert_eq!(
+        db.list(&Filter::default(), None, 10).unwrap().items.len(),
+        2
+    );
+    drop(s);
+}
+
+#[tokio::test]
+async fn with_the_archive_off_answers_still_carry_an_id_and_its_routes_say_so() {
+    let mut cfg = with_keys("archive-off");
+    cfg.archive.enabled = false;
+    let s = Server::start(cfg.clone(), true);
+    tag(&s, json!({"text": PRICE})).await;
+    let (st, e) = send(
+        client()
+            .get(s.url("/v1/memos"))
+            .header("authorization", bearer(REVIEW)),
+    )
+    .await;
+    assert_eq!((st, code(&e)), (404, "not_found"));
+    assert!(!cfg.archive.path.exists(), "no file is created");
+}
+
+#[test]
+fn the_command_line_exports_deletes_and_purges() {
+    let dir = common::server::archive_dir("archive-cli");
+    let path = dir.join("archive.sqlite");
+    {
+        let mut db = Sqlite::open(&path).unwrap();
+        db.store(&[
+            old_memo("cli-old", 400),
+            old_memo("cli-a", 1),
+            NewMemo {
+                meta: Meta {
+                    customer_id: Some("c-keep".into()),
+                    ..Meta::default()
+                },
+                needs: vec!["price_concern".into()],
+                ..old_memo("cli-b", 1)
+            },
+        ])
+        .unwrap();
+        db.review(
+            "cli-b",
+            &[needtag::archive::Mark {
+                kind: needtag::archive::TagKind::Need,
+                id: "price_concern".into(),
+                verdict: needtag::archive::Verdict::Confirm,
+            }],
+            "ann",
+        )
+        .unwrap();
+    }
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_needtag"))
+            .arg("archive")
+            .args(args)
+            .arg("--archive")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (status, jsonl) = run(&["export"]);
+    assert_eq!(status, Some(0));
+    let memos = needtag::eval::parse_jsonl(&jsonl, "cli export").unwrap();
+    assert_eq!(memos.len(), 1, "{jsonl}");
+    assert_eq!(memos[0].id, "cli-b");
+    assert_eq!(memos[0].needs, ["price_concern"]);
+    assert_eq!(
+        run(&["purge", "--days", "30"]),
+        (Some(0), "{\"days\":30,\"purged\":1}\n".into())
+    );
+    assert_eq!(run(&["delete", "--memo", "cli-b"]).0, Some(0));
+    assert_eq!(run(&["delete", "--memo", "cli-b"]).0, Some(1), "gone");
+    assert_eq!(
+        run(&["delete", "--customer", "c-old"]),
+        (Some(0), "{\"deleted\":1}\n".into())
+    );
+    let (status, jsonl) = run(&["export"]);
+    assert_eq!((status, jsonl.as_str()), (Some(0), ""));
+    let mut db = Sqlite::open(&path).unwrap();
+    assert!(db
+        .list(&Filter::default(), None, 10)
+        .unwrap()
+        .items
+        .is_empty());
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
