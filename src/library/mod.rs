@@ -177,50 +177,43 @@ pub struct Library {
     pack_index: HashMap<String, usize>,
 }
 
+/// The files of the library in `dir`, or of the compiled-in one, and the name of their source.
+fn files_of(dir: Option<&Path>) -> Result<(Vec<(String, String)>, String)> {
+    Ok(match dir {
+        Some(d) => (files::read_dir(d)?, d.display().to_string()),
+        None => (
+            EMBEDDED_LIBRARY
+                .iter()
+                .map(|(p, c)| (p.to_string(), c.to_string()))
+                .collect(),
+            "embedded".into(),
+        ),
+    })
+}
+
 impl Library {
     /// The library compiled into the binary (the files of `need-library/` at build time).
     pub fn embedded() -> Result<Library> {
-        let files = EMBEDDED_LIBRARY
-            .iter()
-            .map(|(p, c)| (p.to_string(), c.to_string()))
-            .collect();
-        Library::from_files(files, "embedded")
+        Library::load_or_embedded(None)
     }
 
     /// Load and validate a library directory.
     pub fn load(dir: &Path) -> Result<Library> {
-        let files = files::read_dir(dir)?;
-        Library::from_files(files, &dir.display().to_string())
+        Library::load_or_embedded(Some(dir))
     }
 
     /// The library in `dir`, or the compiled-in one when there is no directory.
     pub fn load_or_embedded(dir: Option<&Path>) -> Result<Library> {
-        match dir {
-            Some(d) => Library::load(d),
-            None => Library::embedded(),
-        }
+        let (files, source) = files_of(dir)?;
+        Library::from_files(files, &source)
     }
 
     /// The library in `dir` (or the compiled-in one) without its verifier: what `needtag fit`
     /// fits a new verifier for, whatever state the old one is in.
     pub fn load_for_fitting(dir: Option<&Path>) -> Result<Library> {
-        let files = match dir {
-            Some(d) => files::read_dir(d)?,
-            None => EMBEDDED_LIBRARY
-                .iter()
-                .map(|(p, c)| (p.to_string(), c.to_string()))
-                .collect(),
-        };
-        let source = dir
-            .map(|d| d.display().to_string())
-            .unwrap_or_else(|| "embedded".into());
-        Library::from_files(
-            files
-                .into_iter()
-                .filter(|(p, _)| p != crate::verifier::FILE)
-                .collect(),
-            &source,
-        )
+        let (mut files, source) = files_of(dir)?;
+        files.retain(|(p, _)| p != crate::verifier::FILE);
+        Library::from_files(files, &source)
     }
 
     /// Validate a set of (relative path, content) files.
