@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use needtag::library::Library;
@@ -28,11 +28,6 @@ fn needs(e: &Engine, text: &str) -> Vec<String> {
         .iter()
         .map(|n| n.id.clone())
         .collect()
-}
-
-/// A private copy of the library.
-fn library_copy(tag: &str) -> PathBuf {
-    common::server::library_copy(tag)
 }
 
 #[test]
@@ -185,7 +180,7 @@ fn a_counter_example_takes_a_tag_away() {
         "{before:?}"
     );
 
-    let dir = library_copy("counter");
+    let dir = common::server::library_copy("counter");
     // What an analyst writes after a wrong tag: the sentence, in other words.
     add_counter_examples(
         &dir,
@@ -230,7 +225,7 @@ fn a_counter_example_takes_a_tag_away() {
 
 #[test]
 fn library_check_lists_counter_examples_and_refuses_one_that_vetoes_an_example() {
-    let dir = library_copy("check");
+    let dir = common::server::library_copy("check");
     let lib = Library::load(&dir).unwrap();
     let example = lib.need("stock_shortage").unwrap().examples[0].clone();
     let run = |dir: &Path| {
@@ -254,7 +249,7 @@ fn library_check_lists_counter_examples_and_refuses_one_that_vetoes_an_example()
     assert!(out.contains("verifier: fitted on"), "{out}");
 
     // The need's own example, reworded only by punctuation, would veto the need itself.
-    let dir2 = library_copy("check-conflict");
+    let dir2 = common::server::library_copy("check-conflict");
     add_counter_examples(&dir2, "stock_shortage", &[&format!("{example}。")]);
     let bad = run(&dir2);
     let out = String::from_utf8_lossy(&bad.stdout);
@@ -269,7 +264,7 @@ fn library_check_lists_counter_examples_and_refuses_one_that_vetoes_an_example()
 
 #[test]
 fn a_verifier_of_another_feature_schema_is_refused_with_the_file_named() {
-    let dir = library_copy("schema");
+    let dir = common::server::library_copy("schema");
     let path = dir.join("verifier.json");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
