@@ -1,5 +1,5 @@
 //! The memo archive end to end: a real server on a loopback port with the real models and a
-//! temporary SQLite file. Memos are stored through `/v1/tag`, `/v1/tag/batch` and `/v1/memos`,
+//! temporary SQLite file, or a database on a real PostgreSQL server started by the test. Memos are stored through `/v1/tag`, `/v1/tag/batch` and `/v1/memos`,
 //! then listed, fetched, reviewed, exported (and read back by `needtag eval`), deleted and
 //! purged; scopes and bad input are checked on every archive route.
 
@@ -84,7 +84,24 @@ fn ids(page: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn memos_are_stored_listed_fetched_reviewed_exported_and_deleted() {
-    let s = shared();
+    stored_listed_fetched_reviewed_exported_and_deleted(shared()).await;
+}
+
+#[tokio::test]
+async fn the_same_on_postgresql() {
+    let Some(pg) = common::postgres::PgServer::database("archive_flow") else {
+        return;
+    };
+    let mut cfg = with_keys("archive-pg");
+    cfg.archive.url = Some(pg.url.clone());
+    let s = Server::start(cfg, true);
+    stored_listed_fetched_reviewed_exported_and_deleted(&s).await;
+    each_route_asks_for_its_scope_on(&s).await;
+    drop(s);
+    drop(pg);
+}
+
+async fn stored_listed_fetched_reviewed_exported_and_deleted(s: &Server) {
     let c = client();
     let rep = "rep-flow";
     let first = tag(
@@ -316,7 +333,10 @@ async fn memos_are_stored_listed_fetched_reviewed_exported_and_deleted() {
 
 #[tokio::test]
 async fn each_route_asks_for_its_scope() {
-    let s = shared();
+    each_route_asks_for_its_scope_on(shared()).await;
+}
+
+async fn each_route_asks_for_its_scope_on(s: &Server) {
     let c = client();
     let stored = tag(s, json!({"text": PRICE, "rep_id": "rep-scopes"})).await;
     let id = stored["memo_id"].as_str().unwrap();

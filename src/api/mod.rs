@@ -88,7 +88,7 @@ impl AppState {
         let archive = if self.cfg.archive.enabled {
             let a = crate::archive::Archive::start(&self.cfg.archive)
                 .map_err(|e| crate::Error::InvalidInput(format!("archive: {e}")))?;
-            tracing::info!(path = %self.cfg.archive.path.display(), "memo archive open");
+            tracing::info!(at = %crate::archive::location(&self.cfg.archive), "memo archive open");
             Some(Arc::new(a))
         } else {
             None

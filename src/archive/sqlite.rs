@@ -322,7 +322,8 @@ pub fn labels(needs: &[String], actions: &[String], marks: &[ReviewMark]) -> Lab
     }
 }
 
-fn recorded(m: &NewMemo) -> (String, i64) {
+/// `recorded_at` as stored (the time it was stored when none was sent) and in milliseconds.
+pub(super) fn recorded(m: &NewMemo) -> (String, i64) {
     match m.meta.recorded_at {
         Some(t) => (t.to_rfc3339(), t.timestamp_millis()),
         None => {
