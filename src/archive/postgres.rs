@@ -71,7 +71,7 @@ CREATE INDEX reviews_memo ON reviews (memo_id, id);
 )];
 
 /// The advisory lock replicas take while migrating (any constant; "needtag" in ASCII).
-const MIGRATION_LOCK: i64 = 0x6e65_6564_7461_67;
+const MIGRATION_LOCK: i64 = 0x006e_6565_6474_6167;
 
 const COLUMNS: &str = "seq, memo_id, source, rep_id, customer_id, team, domain, recorded_at, \
     stored_at, stored_by, text, library_version, vague, high_value";

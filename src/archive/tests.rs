@@ -478,6 +478,8 @@ fn gated(queue: usize) -> (Archive, Arc<Mutex<()>>, Arc<std::sync::atomic::Atomi
 }
 
 #[tokio::test]
+// The held guard stops the writer, another OS thread, on purpose; no task waits for it.
+#[allow(clippy::await_holding_lock)]
 async fn submit_returns_only_once_the_memo_is_committed() {
     let (archive, gate, _) = gated(8);
     let archive = Arc::new(archive);
@@ -499,6 +501,8 @@ async fn submit_returns_only_once_the_memo_is_committed() {
 }
 
 #[tokio::test]
+// The held guard stops the writer, another OS thread, on purpose; no task waits for it.
+#[allow(clippy::await_holding_lock)]
 async fn a_memo_that_cannot_be_stored_is_refused_never_dropped_silently() {
     let (archive, gate, fail) = gated(1);
     // A failing database: every memo of the batch is refused, and counted.
