@@ -37,8 +37,10 @@ pub struct ArchiveConfig {
     pub url: Option<String>,
     /// Memos stored longer ago than this are purged (hourly, and at start-up); 0 keeps them.
     pub retention_days: u32,
-    /// Days to keep a memo's audio. Declared for the configuration's shape: audio is not
-    /// stored yet, so only 0 is accepted.
+    /// Days to keep a voice memo's audio (the bytes as uploaded, with their content type) in
+    /// the archive, so it can be transcribed again with a better model; 0 (the default) keeps
+    /// none. Purged with the memo's other data, and hourly once older than this (the memo
+    /// stays). `GET /v1/memos/{id}/audio` (scope `review`) returns it.
     pub keep_audio_days: u32,
     /// Memos waiting to be written. A memo is answered only once it is stored: the handler
     /// hands its record to one writer, which commits every waiting record in one transaction
@@ -492,9 +494,6 @@ impl Config {
                     k.name
                 )));
             }
-        }
-        if self.archive.keep_audio_days != 0 {
-            return bad("archive.keep_audio_days: audio is not stored yet; only 0 is accepted");
         }
         if let Some(url) = &self.archive.url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {

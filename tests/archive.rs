@@ -489,6 +489,7 @@ async fn the_openapi_document_has_the_archive() {
         "/v1/memos",
         "/v1/memos/{id}",
         "/v1/memos/{id}/review",
+        "/v1/memos/{id}/audio",
         "/v1/memos/export",
         "/v1/customers/{id}/memos",
     ] {
@@ -518,6 +519,7 @@ fn old_memo(id: &str, days_ago: i64) -> NewMemo {
         high_value: false,
         total_ms: 1.0,
         result: r#"{"text":"客户说价格太高","needs":[],"ruled_out":[],"actions":[],"high_value":false,"next_steps":[],"contacts":[],"vague":{"flag":false},"library_version":"lib-old","mode":"keyword","timings":{"decode_ms":0.0,"vad_ms":0.0,"asr_ms":0.0,"tag_ms":0.0,"total_ms":0.0}}"#.into(),
+        audio: None,
     }
 }
 
@@ -639,4 +641,86 @@ fn the_command_line_exports_deletes_and_purges() {
         .is_empty());
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn audio_is_kept_when_configured_and_read_back_with_the_review_scope() {
+    let mut cfg = with_keys("archive-audio");
+    cfg.archive.keep_audio_days = 30;
+    let s = Server::start(cfg, true);
+    let c = client();
+    let wav = common::fixture_bytes("audio/aishell_S0764W0121.wav");
+    let (st, memo) = send(
+        c.post(s.url("/v1/memos"))
+            .header("authorization", bearer(TAG))
+            .header("content-type", "audio/wav")
+            .body(wav.clone()),
+    )
+    .await;
+    assert_eq!(st, 200, "{memo}");
+    let id = memo["memo_id"].as_str().unwrap().to_string();
+    let audio = |key: &str, id: &str| {
+        c.get(s.url(&format!("/v1/memos/{id}/audio")))
+            .header("authorization", bearer(key))
+            .send()
+    };
+    let resp = audio(REVIEW, &id).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "audio/wav");
+    assert_eq!(
+        resp.bytes().await.unwrap().as_ref(),
+        &wav[..],
+        "as uploaded"
+    );
+    let (st, e) = send(
+        c.get(s.url(&format!("/v1/memos/{id}/audio")))
+            .header("authorization", bearer(TAG)),
+    )
+    .await;
+    assert_eq!(
+        (st, code(&e)),
+        (403, "forbidden"),
+        "a tag key cannot read it"
+    );
+    let text = tag(&s, json!({"text": PRICE})).await;
+    let (st, e) = send(
+        c.get(s.url(&format!(
+            "/v1/memos/{}/audio",
+            text["memo_id"].as_str().unwrap()
+        )))
+        .header("authorization", bearer(REVIEW)),
+    )
+    .await;
+    assert_eq!((st, code(&e)), (404, "not_found"), "a text has no audio");
+    // Deleted with its memo.
+    let (st, _) = send(
+        c.delete(s.url(&format!("/v1/memos/{id}")))
+            .header("authorization", bearer(ADMIN)),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(audio(REVIEW, &id).await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn audio_is_not_kept_by_default() {
+    let s = shared();
+    let c = client();
+    let (st, memo) = send(
+        c.post(s.url("/v1/memos"))
+            .header("authorization", bearer(TAG))
+            .header("content-type", "audio/wav")
+            .body(common::fixture_bytes("audio/aishell_S0764W0121.wav")),
+    )
+    .await;
+    assert_eq!(st, 200, "{memo}");
+    let (st, e) = send(
+        c.get(s.url(&format!(
+            "/v1/memos/{}/audio",
+            memo["memo_id"].as_str().unwrap()
+        )))
+        .header("authorization", bearer(REVIEW)),
+    )
+    .await;
+    assert_eq!((st, code(&e)), (404, "not_found"), "{e}");
 }

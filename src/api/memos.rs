@@ -267,6 +267,37 @@ pub async fn get_one(
         .ok_or_else(|| no_memo(&id))
 }
 
+/// A voice memo's audio as it was uploaded, while `archive.keep_audio_days` keeps it.
+#[utoipa::path(get, path = "/v1/memos/{id}/audio", tag = "archive", params(("id" = String, Path)),
+    responses((status = 200, description = "the audio bytes as uploaded, with their content type", content_type = "application/octet-stream"),
+        (status = 404, description = "no such memo, or its audio is not kept", body = super::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn audio(
+    State(state): Shared,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (archive, _) = archive(&state, &headers, Scope::Review)?;
+    let id = memo_id(id)?;
+    let key = id.clone();
+    let audio = archive.call(move |s| s.audio(&key)).await?.ok_or_else(|| {
+        ApiError::new(
+            Code::NotFound,
+            format!(
+                "no audio of memo {} in the archive (archive.keep_audio_days keeps it; text memos have none)",
+                crate::error::excerpt(&id)
+            ),
+        )
+    })?;
+    let content_type = header::HeaderValue::from_str(&audio.content_type)
+        .unwrap_or(header::HeaderValue::from_static("application/octet-stream"));
+    Ok((
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from(audio.bytes),
+    )
+        .into_response())
+}
+
 fn no_memo(id: &str) -> ApiError {
     ApiError::new(
         Code::NotFound,

@@ -214,6 +214,7 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
             get(memos::get_one).delete(memos::delete_one),
         )
         .route("/v1/memos/{id}/review", post(memos::review))
+        .route("/v1/memos/{id}/audio", get(memos::audio))
         .route("/v1/customers/{id}/memos", delete(memos::delete_customer))
         .route("/v1/tag", post(routes::tag))
         .route("/v1/tag/batch", post(routes::tag_batch))

@@ -266,6 +266,16 @@ async fn memos_inner(state: Arc<AppState>, req: Request) -> Result<Response, Api
     })?;
     let (bytes, meta) = upload::read(req, query, max, pace(&state)).await?;
     drop(uploading);
+    // Kept for the archive only when configured: a second handle on the same buffer (no copy),
+    // which holds the upload (at most audio.max_bytes) until the memo is stored.
+    let keep_audio = (state.cfg.archive.keep_audio_days > 0).then(|| crate::archive::Audio {
+        content_type: if multipart {
+            "application/octet-stream".to_string()
+        } else {
+            content_type.clone()
+        },
+        bytes: bytes.clone(),
+    });
     let recorded_at = parse_time("recorded_at", meta.recorded_at.as_deref())?;
     let domain = meta
         .domain
@@ -313,11 +323,11 @@ async fn memos_inner(state: Arc<AppState>, req: Request) -> Result<Response, Api
                 )
             })??;
         record_stages(&state2, &result);
-        super::memos::keep(
-            &state2,
-            crate::archive::NewMemo::audio(&result, &caller2.name),
-        )
-        .await?;
+        let record = crate::archive::NewMemo::audio(&result, &caller2.name).map(|mut m| {
+            m.audio = keep_audio;
+            m
+        });
+        super::memos::keep(&state2, record).await?;
         Ok(Json(result).into_response())
     })
     .await)

@@ -103,6 +103,15 @@ pub struct NewMemo {
     pub total_ms: f64,
     /// The result JSON exactly as it was answered.
     pub result: String,
+    /// The uploaded audio, when `archive.keep_audio_days` > 0 (voice memos only).
+    pub audio: Option<Audio>,
+}
+
+/// A voice memo's audio as it was uploaded (the bytes and the content type they came with).
+#[derive(Debug, Clone)]
+pub struct Audio {
+    pub content_type: String,
+    pub bytes: bytes::Bytes,
 }
 
 impl NewMemo {
@@ -123,6 +132,7 @@ impl NewMemo {
             high_value: tags.high_value,
             total_ms: 0.0,
             result: String::new(),
+            audio: None,
         }
     }
 
@@ -354,6 +364,10 @@ pub trait Store: Send {
     fn delete_customer(&mut self, customer_id: &str) -> Result<usize>;
     /// Delete memos stored before `before`; the number deleted.
     fn purge(&mut self, before: DateTime<Utc>) -> Result<usize>;
+    /// A memo's stored audio; None when the memo or its audio is not there.
+    fn audio(&mut self, memo_id: &str) -> Result<Option<Audio>>;
+    /// Delete the audio stored before `before` (the memos stay); the number deleted.
+    fn purge_audio(&mut self, before: DateTime<Utc>) -> Result<usize>;
 }
 
 /// Open the store the configuration names: the PostgreSQL server at `archive.url` when it is
@@ -438,7 +452,10 @@ impl Archive {
             store,
             cfg.queue.max(1),
             Duration::from_millis(cfg.enqueue_wait_ms),
-            cfg.retention_days,
+            Retention {
+                memos_days: cfg.retention_days,
+                audio_days: cfg.keep_audio_days,
+            },
         ))
     }
 
@@ -446,14 +463,14 @@ impl Archive {
         store: Box<dyn Store>,
         queue: usize,
         enqueue_wait: Duration,
-        retention_days: u32,
+        retention: Retention,
     ) -> Archive {
         let (tx, rx) = std::sync::mpsc::sync_channel(queue);
         let stats = Arc::new(Stats::default());
         let st = stats.clone();
         let thread = std::thread::Builder::new()
             .name("archive-writer".into())
-            .spawn(move || writer(store, rx, st, retention_days))
+            .spawn(move || writer(store, rx, st, retention))
             .ok();
         Archive {
             tx: Mutex::new(Some(tx)),
@@ -590,19 +607,35 @@ impl Drop for Archive {
     }
 }
 
-fn purge(store: &mut dyn Store, retention_days: u32) {
-    if retention_days == 0 {
-        return;
+/// How long the writer keeps memos (0: forever) and their audio (0: not at all).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Retention {
+    pub memos_days: u32,
+    pub audio_days: u32,
+}
+
+fn purge(store: &mut dyn Store, retention: Retention) {
+    let ago = |days: u32| Utc::now() - chrono::Duration::days(i64::from(days));
+    if retention.memos_days > 0 {
+        match store.purge(ago(retention.memos_days)) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                memos = n,
+                retention_days = retention.memos_days,
+                "purged memos past their retention"
+            ),
+            Err(e) => tracing::error!("archive purge failed: {e}"),
+        }
     }
-    let before = Utc::now() - chrono::Duration::days(i64::from(retention_days));
-    match store.purge(before) {
+    // With 0 days, audio kept under an earlier setting goes at once.
+    match store.purge_audio(ago(retention.audio_days)) {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             memos = n,
-            retention_days,
-            "purged memos past their retention"
+            keep_audio_days = retention.audio_days,
+            "purged audio past its retention"
         ),
-        Err(e) => tracing::error!("archive purge failed: {e}"),
+        Err(e) => tracing::error!("archive audio purge failed: {e}"),
     }
 }
 
@@ -614,9 +647,9 @@ fn writer(
     mut store: Box<dyn Store>,
     rx: Receiver<Command>,
     stats: Arc<Stats>,
-    retention_days: u32,
+    retention: Retention,
 ) {
-    purge(store.as_mut(), retention_days);
+    purge(store.as_mut(), retention);
     let mut next_purge = Instant::now() + PURGE_EVERY;
     let mut held: Option<Command> = None;
     loop {
@@ -625,7 +658,7 @@ fn writer(
             None => match rx.recv_timeout(next_purge.saturating_duration_since(Instant::now())) {
                 Ok(c) => c,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    purge(store.as_mut(), retention_days);
+                    purge(store.as_mut(), retention);
                     next_purge = Instant::now() + PURGE_EVERY;
                     continue;
                 }

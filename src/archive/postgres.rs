@@ -10,16 +10,17 @@ use chrono::{DateTime, Utc};
 
 use super::sqlite::{labels, recorded};
 use super::{
-    ArchiveError, ExportLine, Filter, Mark, NewMemo, Page, Result, ReviewMark, Source, Store,
-    StoredMemo, StoredResult, TagKind, Verdict,
+    ArchiveError, Audio, ExportLine, Filter, Mark, NewMemo, Page, Result, ReviewMark, Source,
+    Store, StoredMemo, StoredResult, TagKind, Verdict,
 };
 
 /// The schema for PostgreSQL, one step per entry, numbered as [`super::sqlite::MIGRATIONS`]:
 /// never edit a released step, add the next one to both lists.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "memos, their tags and reviews",
-    r#"
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "memos, their tags and reviews",
+        r#"
 CREATE TABLE memos (
     seq             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     memo_id         TEXT NOT NULL UNIQUE,
@@ -68,7 +69,21 @@ CREATE TABLE reviews (
 );
 CREATE INDEX reviews_memo ON reviews (memo_id, id);
 "#,
-)];
+    ),
+    (
+        2,
+        "audio kept for archive.keep_audio_days",
+        r#"
+CREATE TABLE memo_audio (
+    memo_id      TEXT PRIMARY KEY REFERENCES memos (memo_id) ON DELETE CASCADE,
+    content_type TEXT NOT NULL,
+    stored_ms    BIGINT NOT NULL,
+    audio        BYTEA NOT NULL
+);
+CREATE INDEX memo_audio_stored ON memo_audio (stored_ms);
+"#,
+    ),
+];
 
 /// The advisory lock replicas take while migrating (any constant; "needtag" in ASCII).
 const MIGRATION_LOCK: i64 = 0x006e_6565_6474_6167;
@@ -117,6 +132,17 @@ impl Postgres {
         Ok(db)
     }
 
+    /// Connect and apply the migrations up to `target` only (tests build older schemas with
+    /// it).
+    pub fn open_at(url: &str, target: i64) -> Result<Postgres> {
+        let mut db = Postgres {
+            url: url.to_string(),
+            client: connect(url)?,
+        };
+        db.migrate_to(target)?;
+        Ok(db)
+    }
+
     /// The connection, opened again when the last one was lost.
     fn client(&mut self) -> Result<&mut Client> {
         if self.client.is_closed() {
@@ -144,8 +170,8 @@ impl Postgres {
         self.migrate_to(i64::MAX)
     }
 
-    /// Apply the migrations up to `target` (tests build older schemas with it).
-    pub fn migrate_to(&mut self, target: i64) -> Result<()> {
+    /// Apply the migrations up to `target`.
+    fn migrate_to(&mut self, target: i64) -> Result<()> {
         let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
         loop {
             let mut tx = self.client()?.transaction()?;
@@ -365,6 +391,12 @@ impl Store for Postgres {
                     tx.execute(&tag, &[&m.memo_id, &kind, t])?;
                 }
             }
+            if let Some(a) = &m.audio {
+                tx.execute(
+                    "INSERT INTO memo_audio (memo_id, content_type, stored_ms, audio) VALUES ($1, $2, $3, $4)",
+                    &[&m.memo_id, &a.content_type, &m.stored_at.timestamp_millis(), &&a.bytes[..]],
+                )?;
+            }
         }
         tx.commit()?;
         Ok(())
@@ -525,6 +557,26 @@ impl Store for Postgres {
     fn purge(&mut self, before: DateTime<Utc>) -> Result<usize> {
         Ok(self.client()?.execute(
             "DELETE FROM memos WHERE stored_ms < $1",
+            &[&before.timestamp_millis()],
+        )? as usize)
+    }
+
+    fn audio(&mut self, memo_id: &str) -> Result<Option<Audio>> {
+        Ok(self
+            .client()?
+            .query_opt(
+                "SELECT content_type, audio FROM memo_audio WHERE memo_id = $1",
+                &[&memo_id],
+            )?
+            .map(|r| Audio {
+                content_type: r.get(0),
+                bytes: r.get::<_, Vec<u8>>(1).into(),
+            }))
+    }
+
+    fn purge_audio(&mut self, before: DateTime<Utc>) -> Result<usize> {
+        Ok(self.client()?.execute(
+            "DELETE FROM memo_audio WHERE stored_ms < $1",
             &[&before.timestamp_millis()],
         )? as usize)
     }

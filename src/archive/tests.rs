@@ -74,6 +74,7 @@ fn memo(id: &str, customer: &str, needs: &[&str], recorded: &str) -> NewMemo {
         high_value: false,
         total_ms: 1.0,
         result: TEXT_RESULT.into(),
+        audio: None,
     }
 }
 
@@ -390,7 +391,7 @@ async fn the_writer_stores_in_order_and_reads_see_every_earlier_memo() {
         Box::new(Sqlite::in_memory().unwrap()),
         4,
         Duration::from_millis(500),
-        0,
+        Retention::default(),
     );
     for i in 0..20 {
         archive
@@ -463,6 +464,12 @@ impl Store for Gated {
     fn purge(&mut self, before: DateTime<Utc>) -> Result<usize> {
         self.inner.purge(before)
     }
+    fn audio(&mut self, memo_id: &str) -> Result<Option<Audio>> {
+        self.inner.audio(memo_id)
+    }
+    fn purge_audio(&mut self, before: DateTime<Utc>) -> Result<usize> {
+        self.inner.purge_audio(before)
+    }
 }
 
 fn gated(queue: usize) -> (Archive, Arc<Mutex<()>>, Arc<std::sync::atomic::AtomicBool>) {
@@ -473,7 +480,12 @@ fn gated(queue: usize) -> (Archive, Arc<Mutex<()>>, Arc<std::sync::atomic::Atomi
         gate: gate.clone(),
         fail: fail.clone(),
     };
-    let archive = Archive::with_store(Box::new(store), queue, Duration::from_millis(50), 0);
+    let archive = Archive::with_store(
+        Box::new(store),
+        queue,
+        Duration::from_millis(50),
+        Retention::default(),
+    );
     (archive, gate, fail)
 }
 
@@ -557,4 +569,111 @@ async fn a_memo_that_cannot_be_stored_is_refused_never_dropped_silently() {
         ["q2", "q1"],
         "what was refused is not stored, the rest is"
     );
+}
+
+fn with_audio(id: &str, customer: &str, days_ago: i64, bytes: &[u8]) -> NewMemo {
+    // The store keeps audio whatever the source says (the result here is a text's, so the
+    // record says text and reads back).
+    NewMemo {
+        stored_at: Utc::now() - chrono::Duration::days(days_ago),
+        audio: Some(Audio {
+            content_type: "audio/wav".into(),
+            bytes: bytes.to_vec().into(),
+        }),
+        ..memo(id, customer, &[], "2026-03-01T10:00:00+08:00")
+    }
+}
+
+#[test]
+fn audio_is_kept_read_back_purged_alone_and_deleted_with_its_memo() {
+    for mut b in backends("audio") {
+        eprintln!("backend: {}", b.name);
+        let db = &mut *b.db;
+        let wav: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+        db.store(&[
+            with_audio("a-old", "c1", 10, b"RIFF old"),
+            with_audio("a-new", "c1", 1, &wav),
+            with_audio("a-gone", "c2", 1, b"RIFF gone"),
+            memo("t", "c1", &[], "2026-03-01T10:00:00+08:00"),
+        ])
+        .unwrap();
+        let got = db.audio("a-new").unwrap().expect("kept");
+        assert_eq!(got.content_type, "audio/wav");
+        assert_eq!(&got.bytes[..], &wav[..], "the bytes as uploaded");
+        assert!(db.audio("t").unwrap().is_none(), "a text has no audio");
+        assert!(db.audio("nope").unwrap().is_none());
+        // Audio past its days goes; its memo stays.
+        assert_eq!(
+            db.purge_audio(Utc::now() - chrono::Duration::days(7))
+                .unwrap(),
+            1
+        );
+        assert!(db.audio("a-old").unwrap().is_none());
+        assert!(db.get("a-old").unwrap().is_some(), "the memo stays");
+        assert!(db.audio("a-new").unwrap().is_some());
+        // Deleting the memo or its customer deletes its audio.
+        assert!(db.delete("a-new").unwrap());
+        assert_eq!(db.delete_customer("c2").unwrap(), 1);
+        assert_eq!(db.scalar("SELECT COUNT(*) FROM memo_audio"), 0);
+    }
+}
+
+#[test]
+fn a_database_of_the_previous_version_is_migrated_and_keeps_its_memos() {
+    let previous = sqlite::MIGRATIONS.len() as i64 - 1;
+    assert!(previous >= 1, "there is a previous version to migrate from");
+    // SQLite: a file at the previous version, written as that version could.
+    let dir = std::env::temp_dir().join(format!("needtag-archive-prev-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("archive.sqlite");
+    {
+        let mut old = Sqlite::open_at(&path, previous).unwrap();
+        assert_eq!(old.version().unwrap(), previous);
+        old.store(&[memo("before", "c", &["price"], "2026-03-01T10:00:00+08:00")])
+            .unwrap();
+        old.review(
+            "before",
+            &[mark(TagKind::Need, "price", Verdict::Confirm)],
+            "ann",
+        )
+        .unwrap();
+    }
+    let mut db = Sqlite::open(&path).unwrap();
+    check_migrated(&mut db, previous);
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // PostgreSQL: the same.
+    let Some(pg) = pg_server::PgServer::database("previous") else {
+        return;
+    };
+    {
+        let mut old = Postgres::open_at(&pg.url, previous).unwrap();
+        assert_eq!(old.version().unwrap(), previous);
+        old.store(&[memo("before", "c", &["price"], "2026-03-01T10:00:00+08:00")])
+            .unwrap();
+        old.review(
+            "before",
+            &[mark(TagKind::Need, "price", Verdict::Confirm)],
+            "ann",
+        )
+        .unwrap();
+    }
+    let mut db = Postgres::open(&pg.url).unwrap();
+    check_migrated(&mut db, previous);
+}
+
+fn check_migrated(db: &mut dyn TestDb, previous: i64) {
+    assert_eq!(
+        db.scalar("SELECT MAX(version) FROM schema_migrations"),
+        previous + 1
+    );
+    let m = db
+        .get("before")
+        .unwrap()
+        .expect("kept through the migration");
+    assert_eq!(m.labels.unwrap().needs, ["price"]);
+    db.store(&[with_audio("after", "c", 0, b"RIFF")]).unwrap();
+    assert!(db.audio("after").unwrap().is_some(), "the new step works");
 }
