@@ -164,8 +164,8 @@ enum Command {
     /// Needs library tools.
     #[command(subcommand)]
     Library(LibraryCommand),
-    /// The memo archive (`archive.path`; `--archive FILE` overrides it). Safe while the service
-    /// runs: SQLite serialises the writers.
+    /// The memo archive (`archive.url` or `archive.path`; `--archive FILE|URL` overrides it).
+    /// Safe while the service runs: the database serialises the writers.
     #[command(subcommand)]
     Archive(ArchiveCommand),
     /// Process a memo repeatedly with the models loaded once, and print the time of each run
@@ -265,14 +265,26 @@ enum ArchiveCommand {
     },
 }
 
-fn open_archive(cfg: &Config, path: Option<PathBuf>) -> Result<needtag::archive::sqlite::Sqlite> {
-    let path = path.unwrap_or_else(|| cfg.archive.path.clone());
-    needtag::archive::sqlite::Sqlite::open(&path)
-        .with_context(|| format!("archive {}", path.display()))
+/// The configured archive, or the one `--archive` names (a SQLite file, or a postgres:// URL).
+fn open_archive(cfg: &Config, at: Option<PathBuf>) -> Result<Box<dyn needtag::archive::Store>> {
+    let mut archive = cfg.archive.clone();
+    if let Some(at) = at {
+        let url = at
+            .to_str()
+            .filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"));
+        match url {
+            Some(url) => archive.url = Some(url.to_string()),
+            None => {
+                archive.path = at;
+                archive.url = None;
+            }
+        }
+    }
+    let location = needtag::archive::location(&archive);
+    needtag::archive::open_store(&archive).with_context(|| format!("archive {location}"))
 }
 
 fn archive_command(cfg: &Config, cmd: ArchiveCommand) -> Result<ExitCode> {
-    use needtag::archive::Store;
     match cmd {
         ArchiveCommand::Export {
             archive,

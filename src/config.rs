@@ -29,18 +29,26 @@ pub struct ArchiveConfig {
     /// archive's routes answer 404.
     pub enabled: bool,
     /// The SQLite file (created with its directory; WAL mode, so `-wal` and `-shm` files sit
-    /// beside it).
+    /// beside it). Not used when `url` is set.
     pub path: PathBuf,
+    /// A PostgreSQL server instead of the SQLite file, for several replicas sharing one
+    /// archive: `postgres://user[:password]@host[:port]/database` (`NEEDTAG_ARCHIVE_URL`). The
+    /// database must exist; its tables are created and migrated at start-up. Unset: SQLite.
+    pub url: Option<String>,
     /// Memos stored longer ago than this are purged (hourly, and at start-up); 0 keeps them.
     pub retention_days: u32,
-    /// Days to keep a memo's audio. Declared for the configuration's shape: audio is not
-    /// stored yet, so only 0 is accepted.
+    /// Days to keep a voice memo's audio (the bytes as uploaded, with their content type) in
+    /// the archive, so it can be transcribed again with a better model; 0 (the default) keeps
+    /// none. Purged with the memo's other data, and hourly once older than this (the memo
+    /// stays). `GET /v1/memos/{id}/audio` (scope `review`) returns it.
     pub keep_audio_days: u32,
-    /// Memos waiting to be written. An answer never waits for the disk: the record is handed
-    /// to one writer; when this many are already waiting, the handler waits at most
-    /// `enqueue_wait_ms` for room and then gives up on storing that memo (counted in
-    /// `needtag_archive_dropped_total` and logged with its id).
+    /// Memos waiting to be written. A memo is answered only once it is stored: the handler
+    /// hands its record to one writer, which commits every waiting record in one transaction
+    /// and then lets their answers go.
     pub queue: usize,
+    /// How long a handler waits for room when `queue` records are already waiting; past it the
+    /// memo is not stored and its answer is a 503 `archive_unavailable` with `Retry-After`
+    /// (counted in `needtag_archive_refused` and logged with its id).
     pub enqueue_wait_ms: u64,
 }
 
@@ -49,6 +57,7 @@ impl Default for ArchiveConfig {
         Self {
             enabled: true,
             path: "needtag-archive.sqlite".into(),
+            url: None,
             retention_days: 365,
             keep_audio_days: 0,
             queue: 1024,
@@ -425,6 +434,9 @@ impl Config {
         if let Some(v) = get("NEEDTAG_ARCHIVE") {
             self.archive.path = v.into();
         }
+        if let Some(v) = get("NEEDTAG_ARCHIVE_URL") {
+            self.archive.url = Some(v).filter(|v| !v.trim().is_empty());
+        }
         Ok(())
     }
 
@@ -483,8 +495,10 @@ impl Config {
                 )));
             }
         }
-        if self.archive.keep_audio_days != 0 {
-            return bad("archive.keep_audio_days: audio is not stored yet; only 0 is accepted");
+        if let Some(url) = &self.archive.url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return bad("archive.url must be a postgres:// or postgresql:// URL");
+            }
         }
         if self.archive.enabled && self.archive.queue == 0 {
             return bad("archive.queue must be at least 1");
@@ -506,6 +520,10 @@ impl Config {
             for k in keys {
                 k["key"] = serde_json::Value::String("***".into());
             }
+        }
+        if let Some(url) = &self.archive.url {
+            v["archive"]["url"] =
+                serde_json::Value::String(crate::archive::postgres::redact_url(url));
         }
         v
     }

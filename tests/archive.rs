@@ -1,5 +1,5 @@
 //! The memo archive end to end: a real server on a loopback port with the real models and a
-//! temporary SQLite file. Memos are stored through `/v1/tag`, `/v1/tag/batch` and `/v1/memos`,
+//! temporary SQLite file, or a database on a real PostgreSQL server started by the test. Memos are stored through `/v1/tag`, `/v1/tag/batch` and `/v1/memos`,
 //! then listed, fetched, reviewed, exported (and read back by `needtag eval`), deleted and
 //! purged; scopes and bad input are checked on every archive route.
 
@@ -84,7 +84,24 @@ fn ids(page: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn memos_are_stored_listed_fetched_reviewed_exported_and_deleted() {
-    let s = shared();
+    stored_listed_fetched_reviewed_exported_and_deleted(shared()).await;
+}
+
+#[tokio::test]
+async fn the_same_on_postgresql() {
+    let Some(pg) = common::postgres::PgServer::database("archive_flow") else {
+        return;
+    };
+    let mut cfg = with_keys("archive-pg");
+    cfg.archive.url = Some(pg.url.clone());
+    let s = Server::start(cfg, true);
+    stored_listed_fetched_reviewed_exported_and_deleted(&s).await;
+    each_route_asks_for_its_scope_on(&s).await;
+    drop(s);
+    drop(pg);
+}
+
+async fn stored_listed_fetched_reviewed_exported_and_deleted(s: &Server) {
     let c = client();
     let rep = "rep-flow";
     let first = tag(
@@ -316,7 +333,10 @@ async fn memos_are_stored_listed_fetched_reviewed_exported_and_deleted() {
 
 #[tokio::test]
 async fn each_route_asks_for_its_scope() {
-    let s = shared();
+    each_route_asks_for_its_scope_on(shared()).await;
+}
+
+async fn each_route_asks_for_its_scope_on(s: &Server) {
     let c = client();
     let stored = tag(s, json!({"text": PRICE, "rep_id": "rep-scopes"})).await;
     let id = stored["memo_id"].as_str().unwrap();
@@ -469,6 +489,7 @@ async fn the_openapi_document_has_the_archive() {
         "/v1/memos",
         "/v1/memos/{id}",
         "/v1/memos/{id}/review",
+        "/v1/memos/{id}/audio",
         "/v1/memos/export",
         "/v1/customers/{id}/memos",
     ] {
@@ -498,6 +519,7 @@ fn old_memo(id: &str, days_ago: i64) -> NewMemo {
         high_value: false,
         total_ms: 1.0,
         result: r#"{"text":"客户说价格太高","needs":[],"ruled_out":[],"actions":[],"high_value":false,"next_steps":[],"contacts":[],"vague":{"flag":false},"library_version":"lib-old","mode":"keyword","timings":{"decode_ms":0.0,"vad_ms":0.0,"asr_ms":0.0,"tag_ms":0.0,"total_ms":0.0}}"#.into(),
+        audio: None,
     }
 }
 
@@ -619,4 +641,86 @@ fn the_command_line_exports_deletes_and_purges() {
         .is_empty());
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn audio_is_kept_when_configured_and_read_back_with_the_review_scope() {
+    let mut cfg = with_keys("archive-audio");
+    cfg.archive.keep_audio_days = 30;
+    let s = Server::start(cfg, true);
+    let c = client();
+    let wav = common::fixture_bytes("audio/aishell_S0764W0121.wav");
+    let (st, memo) = send(
+        c.post(s.url("/v1/memos"))
+            .header("authorization", bearer(TAG))
+            .header("content-type", "audio/wav")
+            .body(wav.clone()),
+    )
+    .await;
+    assert_eq!(st, 200, "{memo}");
+    let id = memo["memo_id"].as_str().unwrap().to_string();
+    let audio = |key: &str, id: &str| {
+        c.get(s.url(&format!("/v1/memos/{id}/audio")))
+            .header("authorization", bearer(key))
+            .send()
+    };
+    let resp = audio(REVIEW, &id).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "audio/wav");
+    assert_eq!(
+        resp.bytes().await.unwrap().as_ref(),
+        &wav[..],
+        "as uploaded"
+    );
+    let (st, e) = send(
+        c.get(s.url(&format!("/v1/memos/{id}/audio")))
+            .header("authorization", bearer(TAG)),
+    )
+    .await;
+    assert_eq!(
+        (st, code(&e)),
+        (403, "forbidden"),
+        "a tag key cannot read it"
+    );
+    let text = tag(&s, json!({"text": PRICE})).await;
+    let (st, e) = send(
+        c.get(s.url(&format!(
+            "/v1/memos/{}/audio",
+            text["memo_id"].as_str().unwrap()
+        )))
+        .header("authorization", bearer(REVIEW)),
+    )
+    .await;
+    assert_eq!((st, code(&e)), (404, "not_found"), "a text has no audio");
+    // Deleted with its memo.
+    let (st, _) = send(
+        c.delete(s.url(&format!("/v1/memos/{id}")))
+            .header("authorization", bearer(ADMIN)),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(audio(REVIEW, &id).await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn audio_is_not_kept_by_default() {
+    let s = shared();
+    let c = client();
+    let (st, memo) = send(
+        c.post(s.url("/v1/memos"))
+            .header("authorization", bearer(TAG))
+            .header("content-type", "audio/wav")
+            .body(common::fixture_bytes("audio/aishell_S0764W0121.wav")),
+    )
+    .await;
+    assert_eq!(st, 200, "{memo}");
+    let (st, e) = send(
+        c.get(s.url(&format!(
+            "/v1/memos/{}/audio",
+            memo["memo_id"].as_str().unwrap()
+        )))
+        .header("authorization", bearer(REVIEW)),
+    )
+    .await;
+    assert_eq!((st, code(&e)), (404, "not_found"), "{e}");
 }

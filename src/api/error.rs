@@ -72,6 +72,7 @@ codes! {
     Busy => ("busy", SERVICE_UNAVAILABLE, "every transcription slot, or every upload slot, is taken; retry after the given seconds"),
     NotReady => ("not_ready", SERVICE_UNAVAILABLE, "the service is starting, stopping, or its models are not loaded"),
     ModelUnavailable => ("model_unavailable", SERVICE_UNAVAILABLE, "a model file is missing or damaged"),
+    ArchiveUnavailable => ("archive_unavailable", SERVICE_UNAVAILABLE, "the memo was processed but the archive could not store it (its queue stayed full, or the database failed), so no result is given; nothing was kept under its memo_id: retry after the given seconds"),
 }
 
 impl std::fmt::Display for Code {

@@ -36,7 +36,13 @@ impl From<ArchiveError> for ApiError {
             ArchiveError::Closed => {
                 ApiError::new(Code::NotReady, "the archive is closing").retry_after(5)
             }
+            ArchiveError::Unavailable(why) => ApiError::new(
+                Code::ArchiveUnavailable,
+                format!("the memo could not be stored in the archive ({why}); retry shortly"),
+            )
+            .retry_after(ARCHIVE_RETRY_AFTER_S),
             e @ (ArchiveError::Database(_)
+            | ArchiveError::Postgres(_)
             | ArchiveError::Open { .. }
             | ArchiveError::Corrupt(_)) => {
                 tracing::error!(error = %e, "archive request failed on the server side");
@@ -49,22 +55,65 @@ impl From<ArchiveError> for ApiError {
     }
 }
 
-/// Store an answered memo (without waiting for the disk). A failure to build the record is
-/// logged and counted; the answer is never held back for it.
-pub(super) async fn keep(state: &AppState, memo: serde_json::Result<NewMemo>) {
+/// Seconds a client is asked to wait after `archive_unavailable`.
+const ARCHIVE_RETRY_AFTER_S: u64 = 2;
+
+/// Store a processed memo before it is answered: Ok once its record is committed (or when the
+/// archive is off); otherwise the `archive_unavailable` error its answer becomes.
+pub(super) async fn keep(
+    state: &AppState,
+    memo: serde_json::Result<NewMemo>,
+) -> Result<(), ApiError> {
     let Some(archive) = state.loaded.get().and_then(|l| l.archive.clone()) else {
-        return;
+        return Ok(());
     };
-    match memo {
-        Ok(m) => archive.submit(m).await,
-        Err(e) => {
-            archive
-                .stats()
-                .failed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::error!("memo not archived: its result did not serialize: {e}");
+    Ok(archive.submit(record(&archive, memo)?).await?)
+}
+
+/// Store many processed memos (queued together, so they share transactions); one outcome
+/// each, in order.
+pub(super) async fn keep_all(
+    state: &AppState,
+    memos: Vec<serde_json::Result<NewMemo>>,
+) -> Vec<Result<(), ApiError>> {
+    let Some(archive) = state.loaded.get().and_then(|l| l.archive.clone()) else {
+        return memos.iter().map(|_| Ok(())).collect();
+    };
+    let mut out: Vec<Result<(), ApiError>> = Vec::with_capacity(memos.len());
+    let mut ready = Vec::new();
+    for m in memos {
+        match record(&archive, m) {
+            Ok(m) => {
+                ready.push(m);
+                out.push(Ok(()));
+            }
+            Err(e) => out.push(Err(e)),
         }
     }
+    let mut stored = archive.submit_all(ready).await.into_iter();
+    for slot in out.iter_mut().filter(|o| o.is_ok()) {
+        if let Some(Err(e)) = stored.next() {
+            *slot = Err(e.into());
+        }
+    }
+    out
+}
+
+/// A record to store, or (when its result did not serialize) the refusal of its answer.
+fn record(archive: &Archive, memo: serde_json::Result<NewMemo>) -> Result<NewMemo, ApiError> {
+    memo.map_err(|e| {
+        let stats = archive.stats();
+        stats
+            .failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(
+            "memo not archived, its answer is refused: its result did not serialize: {e}"
+        );
+        ArchiveError::Unavailable("its result could not be serialized".into()).into()
+    })
 }
 
 /// The archive, after checking the key for `scope`.
@@ -216,6 +265,37 @@ pub async fn get_one(
         .await?
         .map(Json)
         .ok_or_else(|| no_memo(&id))
+}
+
+/// A voice memo's audio as it was uploaded, while `archive.keep_audio_days` keeps it.
+#[utoipa::path(get, path = "/v1/memos/{id}/audio", tag = "archive", params(("id" = String, Path)),
+    responses((status = 200, description = "the audio bytes as uploaded, with their content type", content_type = "application/octet-stream"),
+        (status = 404, description = "no such memo, or its audio is not kept", body = super::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn audio(
+    State(state): Shared,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (archive, _) = archive(&state, &headers, Scope::Review)?;
+    let id = memo_id(id)?;
+    let key = id.clone();
+    let audio = archive.call(move |s| s.audio(&key)).await?.ok_or_else(|| {
+        ApiError::new(
+            Code::NotFound,
+            format!(
+                "no audio of memo {} in the archive (archive.keep_audio_days keeps it; text memos have none)",
+                crate::error::excerpt(&id)
+            ),
+        )
+    })?;
+    let content_type = header::HeaderValue::from_str(&audio.content_type)
+        .unwrap_or(header::HeaderValue::from_static("application/octet-stream"));
+    Ok((
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from(audio.bytes),
+    )
+        .into_response())
 }
 
 fn no_memo(id: &str) -> ApiError {

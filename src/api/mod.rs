@@ -88,7 +88,7 @@ impl AppState {
         let archive = if self.cfg.archive.enabled {
             let a = crate::archive::Archive::start(&self.cfg.archive)
                 .map_err(|e| crate::Error::InvalidInput(format!("archive: {e}")))?;
-            tracing::info!(path = %self.cfg.archive.path.display(), "memo archive open");
+            tracing::info!(at = %crate::archive::location(&self.cfg.archive), "memo archive open");
             Some(Arc::new(a))
         } else {
             None
@@ -214,6 +214,7 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
             get(memos::get_one).delete(memos::delete_one),
         )
         .route("/v1/memos/{id}/review", post(memos::review))
+        .route("/v1/memos/{id}/audio", get(memos::audio))
         .route("/v1/customers/{id}/memos", delete(memos::delete_customer))
         .route("/v1/tag", post(routes::tag))
         .route("/v1/tag/batch", post(routes::tag_batch))

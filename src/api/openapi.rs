@@ -10,7 +10,7 @@ use super::{error, memos, routes};
 #[openapi(
     info(title = "needtag", description = "Mandarin sales memos in; customer needs, sales actions, next steps and contacts out. Errors always have the shape {\"error\": {\"code\", \"message\"}}."),
     paths(routes::memos, routes::tag, routes::tag_batch, routes::library, routes::reload, routes::needs, routes::need, routes::actions, routes::packs, routes::eval, routes::healthz, routes::readyz, routes::metrics,
-        memos::list, memos::get_one, memos::delete_one, memos::delete_customer, memos::review, memos::export),
+        memos::list, memos::get_one, memos::audio, memos::delete_one, memos::delete_customer, memos::review, memos::export),
     components(schemas(error::ErrorBody, error::ErrorDetail, routes::TagRequest, routes::BatchRequest, routes::BatchItem, routes::BatchResponse, routes::BatchResult, routes::Mode, routes::LibraryInfo, routes::NeedView, routes::EvalRequest, routes::Health, routes::Ready,
         memos::ListQuery, memos::ReviewRequest, memos::Deleted, crate::archive::Page, crate::archive::StoredMemo, crate::archive::Mark, crate::archive::ReviewMark, crate::archive::Labels)),
     modifiers(&Security),

@@ -266,6 +266,16 @@ async fn memos_inner(state: Arc<AppState>, req: Request) -> Result<Response, Api
     })?;
     let (bytes, meta) = upload::read(req, query, max, pace(&state)).await?;
     drop(uploading);
+    // Kept for the archive only when configured: a second handle on the same buffer (no copy),
+    // which holds the upload (at most audio.max_bytes) until the memo is stored.
+    let keep_audio = (state.cfg.archive.keep_audio_days > 0).then(|| crate::archive::Audio {
+        content_type: if multipart {
+            "application/octet-stream".to_string()
+        } else {
+            content_type.clone()
+        },
+        bytes: bytes.clone(),
+    });
     let recorded_at = parse_time("recorded_at", meta.recorded_at.as_deref())?;
     let domain = meta
         .domain
@@ -313,11 +323,11 @@ async fn memos_inner(state: Arc<AppState>, req: Request) -> Result<Response, Api
                 )
             })??;
         record_stages(&state2, &result);
-        super::memos::keep(
-            &state2,
-            crate::archive::NewMemo::audio(&result, &caller2.name),
-        )
-        .await;
+        let record = crate::archive::NewMemo::audio(&result, &caller2.name).map(|mut m| {
+            m.audio = keep_audio;
+            m
+        });
+        super::memos::keep(&state2, record).await?;
         Ok(Json(result).into_response())
     })
     .await)
@@ -418,7 +428,7 @@ fn checked_meta(
     })
 }
 
-/// Tag one text, give it a memo id and hand it to the archive.
+/// Tag one text and give it a memo id; the record to store comes with it.
 async fn tag_one(
     state: &Arc<AppState>,
     caller: &Caller,
@@ -427,7 +437,7 @@ async fn tag_one(
     mode: Mode,
     explain: bool,
     meta: TextMeta,
-) -> Result<TextResult, ApiError> {
+) -> Result<(TextResult, serde_json::Result<crate::archive::NewMemo>), ApiError> {
     let recorded_at = parse_time("recorded_at", recorded_at)?;
     let meta = checked_meta(meta, recorded_at)?;
     let engine = state.get()?.engine.clone();
@@ -440,12 +450,8 @@ async fn tag_one(
         .map_err(|_| ApiError::new(Code::Internal, "tagging failed"))??;
     state.metrics.stage("tag", result.timings.tag_ms / 1000.0);
     result.memo_id = Some(crate::result::new_memo_id());
-    super::memos::keep(
-        state,
-        crate::archive::NewMemo::text(&result, meta, &caller.name),
-    )
-    .await;
-    Ok(result)
+    let record = crate::archive::NewMemo::text(&result, meta, &caller.name);
+    Ok((result, record))
 }
 
 /// Tag a text the CRM already has.
@@ -471,7 +477,7 @@ pub async fn tag(State(state): Shared, headers: HeaderMap, body: Body) -> Respon
                     team: req.team,
                     domain: req.domain,
                 };
-                let r = tag_one(
+                let (r, record) = tag_one(
                     &st,
                     &caller2,
                     req.text,
@@ -481,6 +487,8 @@ pub async fn tag(State(state): Shared, headers: HeaderMap, body: Body) -> Respon
                     meta,
                 )
                 .await?;
+                // The answer goes out only once its memo is stored.
+                super::memos::keep(&st, record).await?;
                 Ok(Json(r).into_response())
             })
             .await,
@@ -569,7 +577,7 @@ pub async fn tag_batch(State(state): Shared, headers: HeaderMap, body: Body) -> 
                 ),
             ));
         }
-        let mut results = Vec::with_capacity(req.items.len());
+        let mut tagged_items = Vec::with_capacity(req.items.len());
         for item in req.items {
             let tagged = match item.id.as_ref().map(|id| id.chars().count()) {
                 Some(n) if n > crate::pipeline::MAX_ID_CHARS => Err(ApiError::new(
@@ -601,7 +609,32 @@ pub async fn tag_batch(State(state): Shared, headers: HeaderMap, body: Body) -> 
             let id = item
                 .id
                 .filter(|id| id.chars().count() <= crate::pipeline::MAX_ID_CHARS);
-            match tagged {
+            tagged_items.push((id, tagged));
+        }
+        // Every tagged item is stored (together, in as few transactions as the writer takes)
+        // before the answer; an item that could not be stored is answered as an error.
+        let mut records = Vec::new();
+        let mut items = Vec::with_capacity(tagged_items.len());
+        for (id, tagged) in tagged_items {
+            items.push((
+                id,
+                tagged.map(|(r, record)| {
+                    records.push(record);
+                    r
+                }),
+            ));
+        }
+        let mut stored = super::memos::keep_all(&state, records).await.into_iter();
+        let mut results = Vec::with_capacity(items.len());
+        for (id, tagged) in items {
+            let outcome = match tagged {
+                Ok(r) => match stored.next() {
+                    Some(Err(e)) => Err(e),
+                    _ => Ok(r),
+                },
+                Err(e) => Err(e),
+            };
+            match outcome {
                 Ok(r) => results.push(BatchResult {
                     id,
                     result: Some(r),
@@ -983,13 +1016,13 @@ pub async fn metrics(State(state): Shared) -> Response {
             archived(|s| s.stored.load(Relaxed) as f64),
         ),
         (
-            "needtag_archive_dropped",
-            "Memos answered but not archived because the archive's queue stayed full (archive.enqueue_wait_ms).",
-            archived(|s| s.dropped.load(Relaxed) as f64),
+            "needtag_archive_refused",
+            "Memos processed but refused with 503 archive_unavailable because the archive could not store them (queue full past archive.enqueue_wait_ms, write failed, or commit too slow; logged with their ids).",
+            archived(|s| s.refused.load(Relaxed) as f64),
         ),
         (
             "needtag_archive_failed",
-            "Memos answered but not archived because writing them failed (logged).",
+            "Memos the archive's database failed to write (logged; their answers were refused).",
             archived(|s| s.failed.load(Relaxed) as f64),
         ),
         (

@@ -2,11 +2,14 @@
 //! the analyst (list, review, export as labeled data) and for the CRM (fetch again, delete).
 //!
 //! [`Store`] is the interface a database implements ([`sqlite::Sqlite`] is the embedded
-//! default). [`Archive`] runs one store on one writer thread: handlers hand it records through
-//! a bounded queue and never wait for the disk; reads, reviews and deletions go through the
+//! default, [`postgres::Postgres`] the server several replicas share). [`Archive`] runs one store on one writer thread: handlers hand it records through
+//! a bounded queue and wait until the transaction holding theirs is committed (group commit:
+//! the writer commits every record waiting in one transaction, then acknowledges each), so an
+//! answer is only sent for a memo that is stored. Reads, reviews and deletions go through the
 //! same queue with a reply, so they see every memo answered before them and a deletion can
 //! never be overtaken by the store of the memo it deletes.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,12 +31,18 @@ pub enum ArchiveError {
     Invalid(String),
     #[error("the archive database failed: {0}")]
     Database(#[from] rusqlite::Error),
+    #[error("the archive's PostgreSQL server failed: {0}")]
+    Postgres(#[from] ::postgres::Error),
     #[error("the archive at {path}: {message}")]
     Open { path: String, message: String },
     #[error("a stored result could not be read back: {0}")]
     Corrupt(String),
     #[error("the archive is closed")]
     Closed,
+    /// A memo could not be stored (the queue stayed full, the database failed or is too
+    /// slow); its answer is refused so that nothing answered is lost.
+    #[error("the memo could not be stored: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T> = std::result::Result<T, ArchiveError>;
@@ -94,6 +103,15 @@ pub struct NewMemo {
     pub total_ms: f64,
     /// The result JSON exactly as it was answered.
     pub result: String,
+    /// The uploaded audio, when `archive.keep_audio_days` > 0 (voice memos only).
+    pub audio: Option<Audio>,
+}
+
+/// A voice memo's audio as it was uploaded (the bytes and the content type they came with).
+#[derive(Debug, Clone)]
+pub struct Audio {
+    pub content_type: String,
+    pub bytes: bytes::Bytes,
 }
 
 impl NewMemo {
@@ -114,6 +132,7 @@ impl NewMemo {
             high_value: tags.high_value,
             total_ms: 0.0,
             result: String::new(),
+            audio: None,
         }
     }
 
@@ -345,28 +364,48 @@ pub trait Store: Send {
     fn delete_customer(&mut self, customer_id: &str) -> Result<usize>;
     /// Delete memos stored before `before`; the number deleted.
     fn purge(&mut self, before: DateTime<Utc>) -> Result<usize>;
+    /// A memo's stored audio; None when the memo or its audio is not there.
+    fn audio(&mut self, memo_id: &str) -> Result<Option<Audio>>;
+    /// Delete the audio stored before `before` (the memos stay); the number deleted.
+    fn purge_audio(&mut self, before: DateTime<Utc>) -> Result<usize>;
 }
 
-/// Open the store the configuration names.
+/// Open the store the configuration names: the PostgreSQL server at `archive.url` when it is
+/// set, else the SQLite file at `archive.path`.
 pub fn open_store(cfg: &ArchiveConfig) -> Result<Box<dyn Store>> {
-    Ok(Box::new(sqlite::Sqlite::open(&cfg.path)?))
+    match &cfg.url {
+        Some(url) => Ok(Box::new(postgres::Postgres::open(url)?)),
+        None => Ok(Box::new(sqlite::Sqlite::open(&cfg.path)?)),
+    }
+}
+
+/// Where the configured archive is, for logs (a URL without its password).
+pub fn location(cfg: &ArchiveConfig) -> String {
+    match &cfg.url {
+        Some(url) => postgres::redact_url(url),
+        None => cfg.path.display().to_string(),
+    }
 }
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub stored: AtomicU64,
-    /// Memos answered but not stored because the queue stayed full.
-    pub dropped: AtomicU64,
-    /// Memos the database refused to store (logged).
+    /// Memos whose answer was refused (503 `archive_unavailable`) because they could not be
+    /// stored: the queue stayed full, the write failed, or the commit took too long.
+    pub refused: AtomicU64,
+    /// Memos the database refused to store (logged; each is also counted in `refused`).
     pub failed: AtomicU64,
     pub queued: AtomicUsize,
 }
 
 type Job = Box<dyn FnOnce(&mut dyn Store) + Send>;
 
+/// The writer's word on one memo: stored (committed), or why not.
+type Ack = tokio::sync::oneshot::Sender<std::result::Result<(), String>>;
+
 enum Command {
-    Store(Box<NewMemo>),
+    Store(Box<NewMemo>, Ack),
     Run(Job),
 }
 
@@ -376,6 +415,18 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 const BATCH: usize = 256;
 /// Longest a read, review or deletion waits for room in the queue.
 const CALL_WAIT: Duration = Duration::from_secs(10);
+/// Longest an answer waits for its memo's commit once the memo is queued. Past it the answer
+/// is refused; the memo may still be written afterwards (a retry then stores it again).
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
+
+/// A memo handed to the writer (or refused at the queue), not yet acknowledged.
+struct Pending {
+    id: String,
+    done: std::result::Result<
+        tokio::sync::oneshot::Receiver<std::result::Result<(), String>>,
+        String,
+    >,
+}
 
 /// A store on its own writer thread, fed through a bounded queue.
 pub struct Archive {
@@ -388,12 +439,23 @@ pub struct Archive {
 impl Archive {
     /// Open the configured store (migrating it) and start its writer.
     pub fn start(cfg: &ArchiveConfig) -> Result<Archive> {
-        let store = open_store(cfg)?;
+        // Opened on a thread of its own: the PostgreSQL client runs its own small runtime,
+        // which cannot start inside the caller's async runtime.
+        let owned = cfg.clone();
+        let store = std::thread::spawn(move || open_store(&owned))
+            .join()
+            .map_err(|_| ArchiveError::Open {
+                path: location(cfg),
+                message: "opening the archive panicked".into(),
+            })??;
         Ok(Archive::with_store(
             store,
             cfg.queue.max(1),
             Duration::from_millis(cfg.enqueue_wait_ms),
-            cfg.retention_days,
+            Retention {
+                memos_days: cfg.retention_days,
+                audio_days: cfg.keep_audio_days,
+            },
         ))
     }
 
@@ -401,14 +463,14 @@ impl Archive {
         store: Box<dyn Store>,
         queue: usize,
         enqueue_wait: Duration,
-        retention_days: u32,
+        retention: Retention,
     ) -> Archive {
         let (tx, rx) = std::sync::mpsc::sync_channel(queue);
         let stats = Arc::new(Stats::default());
         let st = stats.clone();
         let thread = std::thread::Builder::new()
             .name("archive-writer".into())
-            .spawn(move || writer(store, rx, st, retention_days))
+            .spawn(move || writer(store, rx, st, retention))
             .ok();
         Archive {
             tx: Mutex::new(Some(tx)),
@@ -426,19 +488,62 @@ impl Archive {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Hand `memo` to the writer. Returns at once unless the queue is full; then waits up to
-    /// `archive.enqueue_wait_ms` for room, and past that gives up on this memo (counted and
-    /// logged): the answer is never held for the disk.
-    pub async fn submit(&self, memo: NewMemo) {
-        let id = memo.memo_id.clone();
-        let deadline = Instant::now() + self.enqueue_wait;
-        match self.send(Command::Store(Box::new(memo)), deadline).await {
-            Ok(()) => {}
-            Err(why) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(memo_id = %id, "memo not archived: {why}");
-            }
+    /// Store `memo`: returns once the transaction holding it is committed. Waits up to
+    /// `archive.enqueue_wait_ms` for room in a full queue; when there is none, or the write
+    /// fails, the memo is not stored and the error says why (counted in `refused`; the caller
+    /// refuses the answer).
+    pub async fn submit(&self, memo: NewMemo) -> Result<()> {
+        let pending = self.enqueue(memo).await;
+        self.settle(pending).await
+    }
+
+    /// Store many memos, all queued before any is waited for (so they share transactions);
+    /// one outcome per memo, in order.
+    pub async fn submit_all(&self, memos: Vec<NewMemo>) -> Vec<Result<()>> {
+        let mut pending = Vec::with_capacity(memos.len());
+        for m in memos {
+            pending.push(self.enqueue(m).await);
         }
+        let mut out = Vec::with_capacity(pending.len());
+        for p in pending {
+            out.push(self.settle(p).await);
+        }
+        out
+    }
+
+    async fn enqueue(&self, memo: NewMemo) -> Pending {
+        let id = memo.memo_id.clone();
+        let (ack, done) = tokio::sync::oneshot::channel();
+        let deadline = Instant::now() + self.enqueue_wait;
+        match self
+            .send(Command::Store(Box::new(memo), ack), deadline)
+            .await
+        {
+            Ok(()) => Pending { id, done: Ok(done) },
+            Err(why) => Pending {
+                id,
+                done: Err(why.to_string()),
+            },
+        }
+    }
+
+    async fn settle(&self, p: Pending) -> Result<()> {
+        let outcome = match p.done {
+            Err(why) => Err(why),
+            Ok(done) => match tokio::time::timeout(COMMIT_WAIT, done).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err("the archive writer stopped before writing it".to_string()),
+                Err(_) => Err(format!(
+                    "the archive did not commit it within {} s",
+                    COMMIT_WAIT.as_secs()
+                )),
+            },
+        };
+        outcome.map_err(|why| {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(memo_id = %p.id, "memo not archived, its answer is refused: {why}");
+            ArchiveError::Unavailable(why)
+        })
     }
 
     async fn send(
@@ -482,12 +587,12 @@ impl Archive {
         answer.await.map_err(|_| ArchiveError::Closed)?
     }
 
-    /// Wait until every memo queued so far is written.
+    /// Wait until every request queued so far is done.
     pub async fn flush(&self) -> Result<()> {
         self.call(|_| Ok(())).await
     }
 
-    /// Stop taking memos, write the queued ones and stop the writer.
+    /// Stop taking memos, write the queued ones (acknowledging them) and stop the writer.
     pub fn close(&self) {
         drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -502,32 +607,49 @@ impl Drop for Archive {
     }
 }
 
-fn purge(store: &mut dyn Store, retention_days: u32) {
-    if retention_days == 0 {
-        return;
+/// How long the writer keeps memos (0: forever) and their audio (0: not at all).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Retention {
+    pub memos_days: u32,
+    pub audio_days: u32,
+}
+
+fn purge(store: &mut dyn Store, retention: Retention) {
+    let ago = |days: u32| Utc::now() - chrono::Duration::days(i64::from(days));
+    if retention.memos_days > 0 {
+        match store.purge(ago(retention.memos_days)) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                memos = n,
+                retention_days = retention.memos_days,
+                "purged memos past their retention"
+            ),
+            Err(e) => tracing::error!("archive purge failed: {e}"),
+        }
     }
-    let before = Utc::now() - chrono::Duration::days(i64::from(retention_days));
-    match store.purge(before) {
+    // With 0 days, audio kept under an earlier setting goes at once.
+    match store.purge_audio(ago(retention.audio_days)) {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             memos = n,
-            retention_days,
-            "purged memos past their retention"
+            keep_audio_days = retention.audio_days,
+            "purged audio past its retention"
         ),
-        Err(e) => tracing::error!("archive purge failed: {e}"),
+        Err(e) => tracing::error!("archive audio purge failed: {e}"),
     }
 }
 
-/// The writer: memos in batches of up to [`BATCH`] per transaction, other commands in order,
+/// The writer: memos in batches of up to [`BATCH`] per transaction (each acknowledged after the
+/// commit), other commands in order,
 /// the retention purge at start and hourly. Ends when every sender is gone and the queue is
 /// empty.
 fn writer(
     mut store: Box<dyn Store>,
     rx: Receiver<Command>,
     stats: Arc<Stats>,
-    retention_days: u32,
+    retention: Retention,
 ) {
-    purge(store.as_mut(), retention_days);
+    purge(store.as_mut(), retention);
     let mut next_purge = Instant::now() + PURGE_EVERY;
     let mut held: Option<Command> = None;
     loop {
@@ -536,7 +658,7 @@ fn writer(
             None => match rx.recv_timeout(next_purge.saturating_duration_since(Instant::now())) {
                 Ok(c) => c,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    purge(store.as_mut(), retention_days);
+                    purge(store.as_mut(), retention);
                     next_purge = Instant::now() + PURGE_EVERY;
                     continue;
                 }
@@ -555,13 +677,15 @@ fn writer(
                     tracing::error!("an archive request panicked; the writer goes on");
                 }
             }
-            Command::Store(first) => {
+            Command::Store(first, ack) => {
                 let mut batch = vec![*first];
+                let mut acks = vec![ack];
                 while batch.len() < BATCH {
                     match rx.try_recv() {
-                        Ok(Command::Store(m)) => {
+                        Ok(Command::Store(m, a)) => {
                             stats.queued.fetch_sub(1, Ordering::Relaxed);
                             batch.push(*m);
+                            acks.push(a);
                         }
                         Ok(other) => {
                             held = Some(other);
@@ -571,7 +695,7 @@ fn writer(
                     }
                 }
                 let run = std::panic::AssertUnwindSafe(|| write(store.as_mut(), &batch, &stats));
-                if std::panic::catch_unwind(run).is_err() {
+                let outcomes = std::panic::catch_unwind(run).unwrap_or_else(|_| {
                     stats
                         .failed
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -579,36 +703,53 @@ fn writer(
                         memos = batch.len(),
                         "writing memos panicked; they are not archived"
                     );
+                    vec![Err("writing it panicked".to_string()); batch.len()]
+                });
+                // Only now, after the commit, may their answers go out.
+                for (ack, outcome) in acks.into_iter().zip(outcomes) {
+                    let _ = ack.send(outcome);
                 }
             }
         }
     }
 }
 
-fn write(store: &mut dyn Store, batch: &[NewMemo], stats: &Stats) {
+/// Write `batch` in one transaction; when that fails, one by one, so that one bad record does
+/// not take the others with it. One outcome per memo.
+fn write(
+    store: &mut dyn Store,
+    batch: &[NewMemo],
+    stats: &Stats,
+) -> Vec<std::result::Result<(), String>> {
     match store.store(batch) {
         Ok(()) => {
             stats
                 .stored
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            vec![Ok(()); batch.len()]
+        }
+        Err(e) if batch.len() == 1 => {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+            vec![Err(e.to_string())]
         }
         Err(e) => {
-            // One bad record must not take its batch with it: write them one by one.
             tracing::warn!(
                 "archive batch of {} failed ({e}); writing one by one",
                 batch.len()
             );
-            for m in batch {
-                match store.store(std::slice::from_ref(m)) {
+            batch
+                .iter()
+                .map(|m| match store.store(std::slice::from_ref(m)) {
                     Ok(()) => {
                         stats.stored.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
                     }
                     Err(e) => {
                         stats.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(memo_id = %m.memo_id, "memo not archived: {e}");
+                        Err(e.to_string())
                     }
-                }
-            }
+                })
+                .collect()
         }
     }
 }

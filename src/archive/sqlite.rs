@@ -11,15 +11,16 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    ArchiveError, ExportLine, Filter, Labels, Mark, NewMemo, Page, Result, ReviewMark, Source,
-    Store, StoredMemo, StoredResult, TagKind, Verdict,
+    ArchiveError, Audio, ExportLine, Filter, Labels, Mark, NewMemo, Page, Result, ReviewMark,
+    Source, Store, StoredMemo, StoredResult, TagKind, Verdict,
 };
 
 /// The schema, one step per entry: never edit a released step, add the next one.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "memos, their tags and reviews",
-    r#"
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "memos, their tags and reviews",
+        r#"
 CREATE TABLE memos (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     memo_id         TEXT NOT NULL UNIQUE,
@@ -66,7 +67,21 @@ CREATE TABLE reviews (
 );
 CREATE INDEX reviews_memo ON reviews (memo_id, id);
 "#,
-)];
+    ),
+    (
+        2,
+        "audio kept for archive.keep_audio_days",
+        r#"
+CREATE TABLE memo_audio (
+    memo_id      TEXT PRIMARY KEY REFERENCES memos (memo_id) ON DELETE CASCADE,
+    content_type TEXT NOT NULL,
+    stored_ms    INTEGER NOT NULL,
+    audio        BLOB NOT NULL
+);
+CREATE INDEX memo_audio_stored ON memo_audio (stored_ms);
+"#,
+    ),
+];
 
 pub struct Sqlite {
     conn: Connection,
@@ -122,6 +137,19 @@ impl Sqlite {
     }
 
     fn migrate(&mut self) -> Result<()> {
+        self.migrate_to(i64::MAX)
+    }
+
+    /// Open `path` and apply the migrations up to `target` only (tests build older schemas
+    /// with it).
+    pub fn open_at(path: &Path, target: i64) -> Result<Sqlite> {
+        let conn = Connection::open(path)?;
+        let mut db = Sqlite { conn };
+        db.migrate_to(target)?;
+        Ok(db)
+    }
+
+    fn migrate_to(&mut self, target: i64) -> Result<()> {
         self.conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
@@ -133,7 +161,7 @@ impl Sqlite {
                 "the archive's schema is version {current}, newer than this needtag knows ({known}); use a newer needtag"
             )));
         }
-        for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current && m.0 <= target) {
             let tx = self.conn.transaction()?;
             tx.execute_batch(sql)?;
             tx.execute(
@@ -322,7 +350,8 @@ pub fn labels(needs: &[String], actions: &[String], marks: &[ReviewMark]) -> Lab
     }
 }
 
-fn recorded(m: &NewMemo) -> (String, i64) {
+/// `recorded_at` as stored (the time it was stored when none was sent) and in milliseconds.
+pub(super) fn recorded(m: &NewMemo) -> (String, i64) {
     match m.meta.recorded_at {
         Some(t) => (t.to_rfc3339(), t.timestamp_millis()),
         None => {
@@ -375,6 +404,12 @@ impl Store for Sqlite {
                     for t in tags {
                         tag.execute(params![m.memo_id, kind, t])?;
                     }
+                }
+                if let Some(a) = &m.audio {
+                    tx.execute(
+                        "INSERT INTO memo_audio (memo_id, content_type, stored_ms, audio) VALUES (?1, ?2, ?3, ?4)",
+                        params![m.memo_id, a.content_type, m.stored_at.timestamp_millis(), &a.bytes[..]],
+                    )?;
                 }
             }
         }
@@ -539,6 +574,29 @@ impl Store for Sqlite {
     fn purge(&mut self, before: DateTime<Utc>) -> Result<usize> {
         Ok(self.conn.execute(
             "DELETE FROM memos WHERE stored_ms < ?1",
+            [before.timestamp_millis()],
+        )?)
+    }
+
+    fn audio(&mut self, memo_id: &str) -> Result<Option<Audio>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT content_type, audio FROM memo_audio WHERE memo_id = ?1",
+                [memo_id],
+                |r| {
+                    Ok(Audio {
+                        content_type: r.get(0)?,
+                        bytes: r.get::<_, Vec<u8>>(1)?.into(),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn purge_audio(&mut self, before: DateTime<Utc>) -> Result<usize> {
+        Ok(self.conn.execute(
+            "DELETE FROM memo_audio WHERE stored_ms < ?1",
             [before.timestamp_millis()],
         )?)
     }
