@@ -68,7 +68,7 @@ pub(super) async fn keep(state: &AppState, memo: serde_json::Result<NewMemo>) {
 }
 
 /// The archive, after checking the key for `scope`.
-fn archive(
+pub(super) fn archive(
     state: &AppState,
     headers: &HeaderMap,
     scope: Scope,
@@ -124,6 +124,9 @@ pub struct ListQuery {
     pub from: Option<String>,
     /// recorded_at before: RFC 3339, or a date (through the end of that day, +08:00).
     pub to: Option<String>,
+    /// Text contains this (a substring; not indexed: combine with rep_id, customer_id or a
+    /// time range on a large archive).
+    pub q: Option<String>,
     /// Memos per page (default 50, at most 500).
     pub limit: Option<usize>,
     /// The `next` of the previous page.
@@ -166,6 +169,12 @@ impl ListQuery {
             reviewed: self.reviewed,
             from: bound("from", &self.from, false)?,
             to: bound("to", &self.to, true)?,
+            text: self
+                .q
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
         })
     }
 }
@@ -177,6 +186,7 @@ impl ListQuery {
         ("vague" = Option<bool>, Query), ("high_value" = Option<bool>, Query), ("no_need" = Option<bool>, Query),
         ("reviewed" = Option<bool>, Query), ("from" = Option<String>, Query, description = "RFC 3339 or a date"),
         ("to" = Option<String>, Query, description = "RFC 3339 or a date (inclusive)"),
+        ("q" = Option<String>, Query, description = "the text contains this (not indexed)"),
         ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = Page), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)),
     security(("api_key" = [])))]
@@ -355,4 +365,61 @@ pub async fn export(State(state): Shared, req: Request) -> Result<Response, ApiE
         out.push('\n');
     }
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response())
+}
+
+/// Memos read for the blind spots, newest first.
+const BLIND_SCAN: usize = 1000;
+/// Groups of blind spots shown.
+const BLIND_GROUPS: usize = 20;
+
+/// The library's blind spots: the newest memos (at most 1000, filtered as the list is) that are
+/// not vague yet got no need, grouped by the words they share most (jieba, the library's
+/// dictionary).
+#[utoipa::path(get, path = "/v1/memos/blind-spots", tag = "archive",
+    params(("rep_id" = Option<String>, Query), ("team" = Option<String>, Query), ("domain" = Option<String>, Query),
+        ("from" = Option<String>, Query), ("to" = Option<String>, Query)),
+    responses((status = 200, body = crate::archive::blind::BlindSpots), (status = 403, body = super::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn blind_spots(
+    State(state): Shared,
+    req: Request,
+) -> Result<Json<crate::archive::blind::BlindSpots>, ApiError> {
+    use crate::archive::blind::{self, BlindMemo};
+    let (archive, _) = archive(&state, req.headers(), Scope::Review)?;
+    let q = query(&req)?;
+    if q.limit.is_some() || q.cursor.is_some() || q.vague.is_some() || q.no_need.is_some() {
+        return Err(ApiError::new(
+            Code::InvalidRequest,
+            "blind spots are the newest non-vague memos without a need: limit, cursor, vague and no_need do not apply",
+        ));
+    }
+    let filter = Filter {
+        vague: Some(false),
+        no_need: Some(true),
+        ..q.filter()?
+    };
+    let page = archive
+        .call(move |s| s.list(&filter, None, BLIND_SCAN))
+        .await?;
+    let memos: Vec<BlindMemo> = page
+        .items
+        .into_iter()
+        .map(|m| BlindMemo {
+            memo_id: m.memo_id,
+            recorded_at: m.recorded_at,
+            text: m.text,
+        })
+        .collect();
+    let engine = state.get()?.engine.current();
+    let spots = tokio::task::spawn_blocking(move || {
+        let seg = engine.matcher.segmenter();
+        blind::group(
+            memos,
+            |t| seg.words(t).into_iter().map(str::to_string).collect(),
+            BLIND_GROUPS,
+        )
+    })
+    .await
+    .map_err(|_| ApiError::new(Code::Internal, "grouping the blind spots failed"))?;
+    Ok(Json(spots))
 }

@@ -7,7 +7,11 @@
 //! same queue with a reply, so they see every memo answered before them and a deletion can
 //! never be overtaken by the store of the memo it deletes.
 
+pub mod blind;
+pub mod metrics;
+pub mod retag;
 pub mod sqlite;
+pub mod synthetic;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -20,6 +24,7 @@ use utoipa::ToSchema;
 
 use crate::config::ArchiveConfig;
 use crate::result::{MemoResult, Tags, TextResult};
+use metrics::{CountRow, MetricsQuery, TagRow, UrgentCustomer, UrgentQuery};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -296,6 +301,8 @@ pub struct Filter {
     pub from: Option<DateTime<FixedOffset>>,
     /// `recorded_at` before this.
     pub to: Option<DateTime<FixedOffset>>,
+    /// The text contains this (not indexed: narrow by rep, customer or time for speed).
+    pub text: Option<String>,
 }
 
 /// One page of a list, newest stored first; `next` is the cursor of the following page.
@@ -345,6 +352,24 @@ pub trait Store: Send {
     fn delete_customer(&mut self, customer_id: &str) -> Result<usize>;
     /// Delete memos stored before `before`; the number deleted.
     fn purge(&mut self, before: DateTime<Utc>) -> Result<usize>;
+
+    // The manager's numbers ([`metrics`]). They read rollups that `store`, `delete`,
+    // `delete_customer` and `purge` keep up to date in their own transaction (a deleted memo
+    // leaves every number), so their cost follows the number of groups and periods asked for,
+    // not the number of memos.
+
+    /// Memos, vague memos and memos with a need, per period start (`q.first..=q.last`) and
+    /// group, for the memos matching `q`'s rep, team and domain; periods without memos are left
+    /// out. A memo's period is the one holding the local date of its `recorded_at`
+    /// ([`metrics::local_date`]); a memo without a rep, team or domain is in the group `""`.
+    fn metric_counts(&mut self, q: &MetricsQuery) -> Result<Vec<CountRow>>;
+    /// Memos tagged with each need (`kind` need) or action (`kind` action) by the engine, per
+    /// period start and group, as [`Store::metric_counts`] counts memos.
+    fn metric_tags(&mut self, q: &MetricsQuery, kind: TagKind) -> Result<Vec<TagRow>>;
+    /// Customers whose latest memo (by `recorded_at`; the later stored one on a tie) states one
+    /// of `q.needs` and was recorded at least `q.days` days before `q.now_ms`, narrowed by rep,
+    /// team and domain of that memo; the longest waiting first, at most `q.limit`.
+    fn open_urgent(&mut self, q: &UrgentQuery) -> Result<Vec<UrgentCustomer>>;
 }
 
 /// Open the store the configuration names.
