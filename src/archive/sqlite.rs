@@ -109,6 +109,11 @@ CREATE TABLE customer_last (
     domain      TEXT
 );
 CREATE INDEX customer_last_recorded ON customer_last (recorded_ms);
+-- A tag filter of the list walks this index newest first instead of every memo.
+ALTER TABLE memo_tags ADD COLUMN seq INTEGER;
+UPDATE memo_tags SET seq = (SELECT m.seq FROM memos m WHERE m.memo_id = memo_tags.memo_id);
+DROP INDEX memo_tags_tag;
+CREATE INDEX memo_tags_seq ON memo_tags (kind, tag, seq);
 CREATE INDEX memos_customer_recorded ON memos (customer_id, recorded_ms, seq);
 -- The memos stored before this version. A period starts on the local date of recorded_at:
 -- the Monday of its week, the first of its month.
@@ -149,8 +154,8 @@ pub struct Sqlite {
     conn: Connection,
 }
 
-const COLUMNS: &str = "seq, memo_id, source, rep_id, customer_id, team, domain, recorded_at, \
-    stored_at, stored_by, text, library_version, vague, high_value";
+const COLUMNS: &str = "m.seq, m.memo_id, m.source, m.rep_id, m.customer_id, m.team, m.domain, \
+    m.recorded_at, m.stored_at, m.stored_by, m.text, m.library_version, m.vague, m.high_value";
 
 impl Sqlite {
     /// Open (creating the file and its directory) and migrate.
@@ -312,10 +317,25 @@ impl Sqlite {
             .is_some())
     }
 
-    /// The WHERE clause and its parameters for `filter`.
-    fn conditions(filter: &Filter) -> (String, Vec<Value>) {
-        let mut sql = String::from(" WHERE 1 = 1");
+    /// The FROM and WHERE clauses, the column to order by and the parameters for `filter`.
+    /// With a need or action filter the memos are read through that tag's index (newest
+    /// first), so a rare tag costs as little as a common one.
+    fn conditions(filter: &Filter) -> (String, &'static str, Vec<Value>) {
         let mut args: Vec<Value> = Vec::new();
+        let (mut sql, order, driving) = match (&filter.need, &filter.action) {
+            (Some(v), _) | (None, Some(v)) => {
+                let kind = if filter.need.is_some() { "need" } else { "action" };
+                args.push(Value::Text(v.clone()));
+                (
+                    format!(
+                        " memo_tags d JOIN memos m ON m.seq = d.seq WHERE d.kind = '{kind}' AND d.tag = ?1"
+                    ),
+                    "d.seq",
+                    Some(kind),
+                )
+            }
+            (None, None) => (" memos m WHERE 1 = 1".to_string(), "m.seq", None),
+        };
         let text = |v: &String| Value::Text(v.clone());
         for (column, v) in [
             ("rep_id", &filter.rep_id),
@@ -329,6 +349,9 @@ impl Sqlite {
             }
         }
         for (kind, v) in [("need", &filter.need), ("action", &filter.action)] {
+            if driving == Some(kind) {
+                continue;
+            }
             if let Some(v) = v {
                 args.push(text(v));
                 sql.push_str(&format!(
@@ -352,7 +375,8 @@ impl Sqlite {
         }
         if let Some(reviewed) = filter.reviewed {
             sql.push_str(if reviewed {
-                " AND EXISTS (SELECT 1 FROM reviews r WHERE r.memo_id = m.memo_id)"
+                // Reviewed memos are few: start from them.
+                " AND m.seq IN (SELECT s.seq FROM reviews r JOIN memos s ON s.memo_id = r.memo_id)"
             } else {
                 " AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.memo_id = m.memo_id)"
             });
@@ -369,7 +393,7 @@ impl Sqlite {
             args.push(Value::Integer(t.timestamp_millis()));
             sql.push_str(&format!(" AND m.recorded_ms < ?{}", args.len()));
         }
-        (sql, args)
+        (sql, order, args)
     }
 }
 
@@ -662,7 +686,7 @@ impl Store for Sqlite {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             )?;
             let mut tag = tx.prepare_cached(
-                "INSERT OR IGNORE INTO memo_tags (memo_id, kind, tag) VALUES (?1, ?2, ?3)",
+                "INSERT OR IGNORE INTO memo_tags (memo_id, kind, tag, seq) VALUES (?1, ?2, ?3, ?4)",
             )?;
             let mut rollup = Rollup::default();
             for m in memos {
@@ -714,13 +738,14 @@ impl Store for Sqlite {
                     m.total_ms,
                     m.result,
                 ])?;
+                let seq = tx.last_insert_rowid();
                 for (kind, tags) in [
                     ("need", &m.needs),
                     ("action", &m.actions),
                     ("ruled_out", &m.ruled_out),
                 ] {
                     for t in tags {
-                        tag.execute(params![m.memo_id, kind, t])?;
+                        tag.execute(params![m.memo_id, kind, t, seq])?;
                     }
                 }
             }
@@ -752,17 +777,17 @@ impl Store for Sqlite {
     }
 
     fn list(&mut self, filter: &Filter, cursor: Option<&str>, limit: usize) -> Result<Page> {
-        let (mut sql, mut args) = Sqlite::conditions(filter);
+        let (mut sql, order, mut args) = Sqlite::conditions(filter);
         if let Some(c) = cursor {
             let seq: i64 = c.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
                 ArchiveError::Invalid(format!("the cursor {c:?} is not one this archive gave"))
             })?;
             args.push(Value::Integer(seq));
-            sql.push_str(&format!(" AND m.seq < ?{}", args.len()));
+            sql.push_str(&format!(" AND {order} < ?{}", args.len()));
         }
         args.push(Value::Integer(limit as i64 + 1));
         let query = format!(
-            "SELECT {COLUMNS} FROM memos m{sql} ORDER BY m.seq DESC LIMIT ?{}",
+            "SELECT {COLUMNS} FROM{sql} ORDER BY {order} DESC LIMIT ?{}",
             args.len()
         );
         let mut st = self.conn.prepare(&query)?;
@@ -843,8 +868,8 @@ impl Store for Sqlite {
             reviewed: Some(true),
             ..filter.clone()
         };
-        let (sql, args) = Sqlite::conditions(&filter);
-        let query = format!("SELECT {COLUMNS} FROM memos m{sql} ORDER BY m.seq ASC");
+        let (sql, order, args) = Sqlite::conditions(&filter);
+        let query = format!("SELECT {COLUMNS} FROM{sql} ORDER BY {order} ASC");
         let mut st = self.conn.prepare(&query)?;
         let rows = st.query_map(rusqlite::params_from_iter(args), Sqlite::memo_from_row)?;
         let mut out = Vec::new();

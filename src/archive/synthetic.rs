@@ -401,6 +401,18 @@ pub fn probes(plan: &Plan) -> Vec<(String, Probe)> {
             "list: page in the middle (cursor)".into(),
             Probe::List(f(), Some((plan.memos / 2).max(1).to_string())),
         ),
+        (
+            "list: q (text contains 价格)".into(),
+            Probe::List(Filter { text: s("价格"), ..f() }, None),
+        ),
+        (
+            "list: q (text contains a word no memo has)".into(),
+            Probe::List(Filter { text: s("量子纠缠"), ..f() }, None),
+        ),
+        (
+            "list: rep_id + q (text nobody wrote)".into(),
+            Probe::List(Filter { rep_id: Some(plan.rep(3)), text: s("量子纠缠"), ..f() }, None),
+        ),
         ("get one memo".into(), Probe::Get(String::new())),
     ];
     let to = end.date_naive();
