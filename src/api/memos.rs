@@ -423,3 +423,91 @@ pub async fn blind_spots(
     .map_err(|_| ApiError::new(Code::Internal, "grouping the blind spots failed"))?;
     Ok(Json(spots))
 }
+
+/// Memos re-tagged by one request unless `limit` says otherwise, and the most it may say.
+const RETAG_DEFAULT: usize = 300;
+const RETAG_MAX: usize = 2000;
+/// Memos listed in each list of a re-tag report.
+const RETAG_KEEP: usize = 200;
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetagRequest {
+    /// Only memos recorded on or after this (RFC 3339 or a date).
+    #[serde(default)]
+    pub since: Option<String>,
+    /// The newest this many memos (default 300, at most 2000).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// Re-tag the newest stored memos with the library on disk at the configured path (what
+/// `POST /v1/library/reload` would load) and compare with what is stored: memo by memo gains
+/// and losses, and precision, recall and F1 before and after on the reviewed ones. Nothing is
+/// changed, and no other library path can be named.
+#[utoipa::path(post, path = "/v1/memos/retag", tag = "archive", request_body = RetagRequest,
+    responses((status = 200, body = crate::archive::retag::RetagReport), (status = 403, body = super::error::ErrorBody),
+        (status = 422, description = "invalid input, or the library on disk is invalid (its problems listed)", body = super::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn retag(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<crate::archive::retag::RetagReport>, ApiError> {
+    use crate::archive::retag;
+    let (archive, caller) = archive(&state, &headers, Scope::Review)?;
+    let pace = super::body::Pace {
+        min_rate: state.cfg.server.min_body_rate,
+        grace: Duration::from_secs(state.cfg.server.body_grace_s),
+    };
+    let bytes = super::body::read(body, &headers, REVIEW_BODY_LIMIT, pace).await?;
+    let req: RetagRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        RetagRequest::default()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::new(Code::InvalidJson, e.to_string()))?
+    };
+    let limit = req.limit.unwrap_or(RETAG_DEFAULT);
+    if limit == 0 || limit > RETAG_MAX {
+        return Err(ApiError::new(
+            Code::InvalidInput,
+            format!("limit must lie in 1..={RETAG_MAX}"),
+        ));
+    }
+    let since = req
+        .since
+        .as_deref()
+        .map(|s| {
+            crate::archive::parse_bound(s, false).ok_or_else(|| {
+                ApiError::new(
+                    Code::InvalidInput,
+                    format!(
+                        "since {} is neither an RFC 3339 time nor a date such as 2026-03-04",
+                        crate::error::excerpt(s)
+                    ),
+                )
+            })
+        })
+        .transpose()?;
+    let engine = state.get()?.engine.clone();
+    let filter = Filter {
+        from: since,
+        ..Filter::default()
+    };
+    let memos = archive
+        .call(move |s| retag::memos(s, &filter, limit))
+        .await?;
+    let cfg = state.cfg.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let matcher = engine.candidate()?;
+        let version = matcher.lib.version.clone();
+        let how = crate::pipeline::TagOptions::from_config(&cfg, matcher.has_semantic());
+        let mut tag = retag::tagger(&matcher, how);
+        let report = retag::compare(&memos, &version, &mut tag, RETAG_KEEP);
+        drop(tag);
+        report
+    })
+    .await
+    .map_err(|_| ApiError::new(Code::Internal, "the re-tag failed; it has been logged"))??;
+    tracing::info!(caller = %caller.name, memos = report.memos, candidate = %report.candidate_version, "archive re-tagged (nothing changed)");
+    Ok(Json(report))
+}

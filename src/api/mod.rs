@@ -211,6 +211,7 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
         .route("/v1/memos", post(routes::memos).get(memos::list))
         .route("/v1/memos/export", get(memos::export))
         .route("/v1/memos/blind-spots", get(memos::blind_spots))
+        .route("/v1/memos/retag", post(memos::retag))
         .route(
             "/v1/memos/{id}",
             get(memos::get_one).delete(memos::delete_one),

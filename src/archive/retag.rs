@@ -75,7 +75,7 @@ pub struct MemoChange {
 pub struct RetagReport {
     pub candidate_version: String,
     /// The library versions the memos were stored with, and how many memos each.
-    pub stored_versions: Vec<(String, usize)>,
+    pub stored_versions: std::collections::BTreeMap<String, usize>,
     pub memos: usize,
     /// Memos whose tags the candidate changes.
     pub changed: usize,
@@ -193,7 +193,7 @@ pub fn compare(
     }
     Ok(RetagReport {
         candidate_version: candidate_version.to_string(),
-        stored_versions: versions.into_iter().collect(),
+        stored_versions: versions,
         memos: memos.len(),
         changed,
         reviewed,
@@ -305,7 +305,7 @@ mod tests {
         // Before: tp 2 (loss, same), fn 1 (gain); after: tp 2 (gain, same), fn 1 (loss).
         assert_eq!((r.needs.before.tp, r.needs.before.fn_), (2, 1));
         assert_eq!((r.needs.after.tp, r.needs.after.fn_), (2, 1));
-        assert_eq!(r.stored_versions, [("lib-old".to_string(), 4)]);
+        assert_eq!(r.stored_versions.get("lib-old"), Some(&4));
         let cut = compare(&memos, "lib-new", &mut tag, 0).unwrap();
         assert!(cut.truncated && cut.gained.is_empty());
     }
