@@ -511,6 +511,7 @@ fn old_memo(id: &str, days_ago: i64) -> NewMemo {
         ruled_out: vec![],
         vague: false,
         high_value: false,
+        high_value_actions: 0,
         total_ms: 1.0,
         result: r#"{"text":"客户说价格太高","needs":[],"ruled_out":[],"actions":[],"high_value":false,"next_steps":[],"contacts":[],"vague":{"flag":false},"library_version":"lib-old","mode":"keyword","timings":{"decode_ms":0.0,"vad_ms":0.0,"asr_ms":0.0,"tag_ms":0.0,"total_ms":0.0}}"#.into(),
     }

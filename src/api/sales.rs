@@ -1,7 +1,6 @@
 //! `GET /v1/metrics/sales`: the manager's numbers per rep, team or domain and per week or month
 //! (scope `review`), as JSON or one table as CSV.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::extract::{Query, Request, State};
@@ -18,7 +17,6 @@ use crate::archive::metrics::{
     self, GroupBy, MetricsQuery, Period, SalesMetrics, Shape, Table, UrgentQuery,
 };
 use crate::config::Scope;
-use crate::library::Tier;
 
 /// Periods in a report unless `from` says otherwise.
 const DEFAULT_PERIODS: u32 = 12;
@@ -239,12 +237,6 @@ pub async fn sales(State(state): State<Arc<AppState>>, req: Request) -> Result<R
         .is_some_and(|a| a.contains("text/csv"));
     let asked = asked(q, wants_csv)?;
     let lib = state.get()?.engine.library();
-    let high_value: HashSet<String> = lib
-        .actions
-        .iter()
-        .filter(|a| a.tier == Tier::High)
-        .map(|a| a.id.clone())
-        .collect();
     let urgent_needs: Vec<String> = lib
         .needs
         .iter()
@@ -267,7 +259,6 @@ pub async fn sales(State(state): State<Arc<AppState>>, req: Request) -> Result<R
     let report = metrics::report(
         &Shape {
             query: &asked.query,
-            high_value: &high_value,
             urgent_needs,
             top: asked.top,
             days: asked.days,

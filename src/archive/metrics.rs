@@ -8,7 +8,7 @@
 //! module turns them into the report with the library's view of which actions are high-value
 //! and which needs are urgent, so every store gives the same report from the same counts.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{Datelike, Duration, NaiveDate};
 use serde::{Deserialize, Serialize};
@@ -137,6 +137,10 @@ pub struct CountRow {
     pub vague: i64,
     /// Memos with at least one need.
     pub with_need: i64,
+    /// Actions reported (each action of each memo once).
+    pub actions: i64,
+    /// Of those, actions of the library's high tier when the memo was tagged.
+    pub high_value_actions: i64,
 }
 
 /// Memos of one group in one period tagged with one need or action.
@@ -194,7 +198,7 @@ pub struct SalesRow {
     pub memos: i64,
     /// Actions reported (each action of each memo once).
     pub actions: i64,
-    /// Of those, actions the library ranks `tier = "high"`.
+    /// Of those, actions of the library's `tier = "high"` (as tagged).
     pub high_value_actions: i64,
     /// high_value_actions / actions; null without actions.
     pub high_value_share: Option<f64>,
@@ -253,15 +257,14 @@ pub struct SalesMetrics {
     pub to: String,
     /// Per group and period, oldest period first, then by group.
     pub rows: Vec<SalesRow>,
-    /// The top needs of each group and period, most memos first.
+    /// The top needs of each group in the last period, most memos first, with their count in
+    /// the period before.
     pub needs: Vec<TopNeed>,
     /// Customers with an open urgent need and no memo since for at least `days` days, the
     /// longest waiting first.
     pub urgent: Vec<UrgentCustomer>,
     /// The needs counted as urgent.
     pub urgent_needs: Vec<String>,
-    /// The actions counted as high-value.
-    pub high_value_action_ids: Vec<String>,
     pub days: u32,
 }
 
@@ -276,24 +279,22 @@ fn group(g: &str) -> Option<String> {
 /// The inputs of a report, read from a store.
 pub struct Counts {
     pub memos: Vec<CountRow>,
-    /// Need rows from the period before the first one on (for the trend).
+    /// Need rows of the last period and the one before (for the trend).
     pub needs: Vec<TagRow>,
-    pub actions: Vec<TagRow>,
     pub urgent: Vec<UrgentCustomer>,
 }
 
-/// Read what a report needs from `store`: the counts of `q`, its actions, its needs from the
-/// period before `q.first` on (for the trend of the first period), and the urgent list.
+/// Read what a report needs from `store`: the counts of `q`, the needs of its last period and
+/// the one before (for the trend), and the urgent list.
 pub fn read(
     store: &mut dyn super::Store,
     q: &MetricsQuery,
     urgent: &UrgentQuery,
 ) -> super::Result<Counts> {
     let memos = store.metric_counts(q)?;
-    let actions = store.metric_tags(q, super::TagKind::Action)?;
     let needs = store.metric_tags(
         &MetricsQuery {
-            first: q.period.previous(q.first),
+            first: q.period.previous(q.last),
             ..q.clone()
         },
         super::TagKind::Need,
@@ -302,7 +303,6 @@ pub fn read(
     Ok(Counts {
         memos,
         needs,
-        actions,
         urgent,
     })
 }
@@ -310,7 +310,6 @@ pub fn read(
 /// How the report reads its counts.
 pub struct Shape<'a> {
     pub query: &'a MetricsQuery,
-    pub high_value: &'a HashSet<String>,
     pub urgent_needs: Vec<String>,
     pub top: usize,
     pub days: u32,
@@ -319,25 +318,12 @@ pub struct Shape<'a> {
 /// The report from the counts.
 pub fn report(shape: &Shape<'_>, counts: Counts) -> SalesMetrics {
     let q = shape.query;
-    let mut actions: HashMap<(&str, &str), (i64, i64)> = HashMap::new();
-    for a in &counts.actions {
-        let e = actions
-            .entry((a.bucket.as_str(), a.group.as_str()))
-            .or_default();
-        e.0 += a.memos;
-        if shape.high_value.contains(&a.tag) {
-            e.1 += a.memos;
-        }
-    }
     let mut memo_rows = counts.memos;
     memo_rows.sort_by(|a, b| (&a.bucket, &a.group).cmp(&(&b.bucket, &b.group)));
     let rows = memo_rows
         .iter()
         .map(|c| {
-            let (n, hv) = actions
-                .get(&(c.bucket.as_str(), c.group.as_str()))
-                .copied()
-                .unwrap_or_default();
+            let (n, hv) = (c.actions, c.high_value_actions);
             SalesRow {
                 group: group(&c.group),
                 period: c.bucket.clone(),
@@ -354,6 +340,7 @@ pub fn report(shape: &Shape<'_>, counts: Counts) -> SalesMetrics {
         .collect();
 
     let first = bucket(q.first);
+    let last = bucket(q.last);
     let mut per: BTreeMap<(&str, &str), Vec<(&str, i64)>> = BTreeMap::new();
     let mut count: HashMap<(&str, &str, &str), i64> = HashMap::new();
     for n in &counts.needs {
@@ -361,7 +348,7 @@ pub fn report(shape: &Shape<'_>, counts: Counts) -> SalesMetrics {
             (n.bucket.as_str(), n.group.as_str(), n.tag.as_str()),
             n.memos,
         );
-        if n.bucket >= first {
+        if n.bucket == last {
             per.entry((n.bucket.as_str(), n.group.as_str()))
                 .or_default()
                 .push((n.tag.as_str(), n.memos));
@@ -394,18 +381,15 @@ pub fn report(shape: &Shape<'_>, counts: Counts) -> SalesMetrics {
             });
         }
     }
-    let mut hv: Vec<String> = shape.high_value.iter().cloned().collect();
-    hv.sort();
     SalesMetrics {
         group_by: q.group_by,
         period: q.period,
         from: first,
-        to: bucket(q.last),
+        to: last,
         rows,
         needs,
         urgent: counts.urgent,
         urgent_needs: shape.urgent_needs.clone(),
-        high_value_action_ids: hv,
         days: shape.days,
     }
 }
@@ -594,11 +578,9 @@ mod tests {
             team: None,
             domain: None,
         };
-        let hv: HashSet<String> = ["meet".to_string()].into();
         let m = report(
             &Shape {
                 query: &q,
-                high_value: &hv,
                 urgent_needs: vec!["stock".into()],
                 top: 2,
                 days: 7,
@@ -611,6 +593,8 @@ mod tests {
                         memos: 4,
                         vague: 1,
                         with_need: 3,
+                        actions: 4,
+                        high_value_actions: 1,
                     },
                     CountRow {
                         bucket: "2026-03-09".into(),
@@ -618,6 +602,8 @@ mod tests {
                         memos: 1,
                         vague: 1,
                         with_need: 0,
+                        actions: 0,
+                        high_value_actions: 0,
                     },
                 ],
                 needs: vec![
@@ -627,10 +613,6 @@ mod tests {
                     row("2026-03-09", "r1", "stock", 2),
                     row("2026-03-09", "r1", "promo", 2),
                     row("2026-03-09", "r1", "rare", 1),
-                ],
-                actions: vec![
-                    row("2026-03-09", "r1", "meet", 1),
-                    row("2026-03-09", "r1", "call", 3),
                 ],
                 urgent: vec![],
             },

@@ -96,6 +96,8 @@ pub struct NewMemo {
     pub ruled_out: Vec<String>,
     pub vague: bool,
     pub high_value: bool,
+    /// Of `actions`, those of the library's high tier when tagged.
+    pub high_value_actions: usize,
     pub total_ms: f64,
     /// The result JSON exactly as it was answered.
     pub result: String,
@@ -117,6 +119,11 @@ impl NewMemo {
             ruled_out: tags.ruled_out.iter().map(|r| r.id.clone()).collect(),
             vague: tags.vague.flag,
             high_value: tags.high_value,
+            high_value_actions: tags
+                .actions
+                .iter()
+                .filter(|a| a.tier == crate::library::Tier::High)
+                .count(),
             total_ms: 0.0,
             result: String::new(),
         }

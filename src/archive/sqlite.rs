@@ -84,6 +84,8 @@ CREATE TABLE metric_memos (
     memos     INTEGER NOT NULL,
     vague     INTEGER NOT NULL,
     with_need INTEGER NOT NULL,
+    actions   INTEGER NOT NULL,
+    high_actions INTEGER NOT NULL,
     PRIMARY KEY (period, bucket, rep_id, team, domain)
 ) WITHOUT ROWID;
 -- Memos tagged with each need and action (kind), likewise.
@@ -98,7 +100,8 @@ CREATE TABLE metric_tags (
     memos  INTEGER NOT NULL,
     PRIMARY KEY (period, kind, bucket, rep_id, team, domain, tag)
 ) WITHOUT ROWID;
--- Each customer's latest memo (by recorded_at, then by storing order).
+-- Each customer's latest memo (by recorded_at, then by storing order) and its needs
+-- (' a b ': space-separated, spaces around).
 CREATE TABLE customer_last (
     customer_id TEXT PRIMARY KEY,
     memo_id     TEXT NOT NULL,
@@ -106,8 +109,13 @@ CREATE TABLE customer_last (
     recorded_at TEXT NOT NULL,
     rep_id      TEXT,
     team        TEXT,
-    domain      TEXT
+    domain      TEXT,
+    needs       TEXT NOT NULL
 );
+-- A memo's actions of the library's high tier when it was tagged.
+ALTER TABLE memos ADD COLUMN high_actions INTEGER NOT NULL DEFAULT 0;
+UPDATE memos SET high_actions = (SELECT COUNT(*) FROM json_each(memos.result, '$.actions')
+    WHERE json_extract(json_each.value, '$.tier') = 'high');
 CREATE INDEX customer_last_recorded ON customer_last (recorded_ms);
 -- A tag filter of the list walks this index newest first instead of every memo.
 ALTER TABLE memo_tags ADD COLUMN seq INTEGER;
@@ -119,15 +127,16 @@ CREATE INDEX memos_customer_recorded ON memos (customer_id, recorded_ms, seq);
 -- the Monday of its week, the first of its month.
 CREATE TEMP TABLE rollup_source AS
     SELECT memo_id, COALESCE(rep_id, '') AS rep_id, COALESCE(team, '') AS team,
-        COALESCE(domain, '') AS domain, vague, need_count,
+        COALESCE(domain, '') AS domain, vague, need_count, high_actions,
+        (SELECT COUNT(*) FROM memo_tags t WHERE t.memo_id = memos.memo_id AND t.kind = 'action') AS actions,
         date(substr(recorded_at, 1, 10), 'weekday 0', '-6 days') AS week,
         date(substr(recorded_at, 1, 10), 'start of month') AS month
     FROM memos WHERE date(substr(recorded_at, 1, 10)) IS NOT NULL;
-INSERT INTO metric_memos (period, bucket, rep_id, team, domain, memos, vague, with_need)
-    SELECT 'week', week, rep_id, team, domain, COUNT(*), SUM(vague), SUM(need_count > 0)
+INSERT INTO metric_memos (period, bucket, rep_id, team, domain, memos, vague, with_need, actions, high_actions)
+    SELECT 'week', week, rep_id, team, domain, COUNT(*), SUM(vague), SUM(need_count > 0), SUM(actions), SUM(high_actions)
     FROM rollup_source GROUP BY week, rep_id, team, domain;
-INSERT INTO metric_memos (period, bucket, rep_id, team, domain, memos, vague, with_need)
-    SELECT 'month', month, rep_id, team, domain, COUNT(*), SUM(vague), SUM(need_count > 0)
+INSERT INTO metric_memos (period, bucket, rep_id, team, domain, memos, vague, with_need, actions, high_actions)
+    SELECT 'month', month, rep_id, team, domain, COUNT(*), SUM(vague), SUM(need_count > 0), SUM(actions), SUM(high_actions)
     FROM rollup_source GROUP BY month, rep_id, team, domain;
 INSERT INTO metric_tags (period, kind, bucket, rep_id, team, domain, tag, memos)
     SELECT 'week', t.kind, s.week, s.rep_id, s.team, s.domain, t.tag, COUNT(*)
@@ -140,11 +149,13 @@ INSERT INTO metric_tags (period, kind, bucket, rep_id, team, domain, tag, memos)
     WHERE t.kind IN ('need', 'action')
     GROUP BY t.kind, s.month, s.rep_id, s.team, s.domain, t.tag;
 DROP TABLE rollup_source;
-INSERT INTO customer_last (customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain)
-    SELECT customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain FROM (
+INSERT INTO customer_last (customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain, needs)
+    SELECT customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain,
+        ' ' || COALESCE((SELECT group_concat(t.tag, ' ') FROM memo_tags t
+            WHERE t.memo_id = latest.memo_id AND t.kind = 'need'), '') || ' ' FROM (
         SELECT customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain,
             ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY recorded_ms DESC, seq DESC) AS n
-        FROM memos WHERE customer_id IS NOT NULL)
+        FROM memos WHERE customer_id IS NOT NULL) AS latest
     WHERE n = 1;
 "#,
     ),
@@ -494,8 +505,8 @@ type RollupKey = (Period, String, [String; 3]);
 /// Changes to the rollups, summed in memory and written once per key.
 #[derive(Default)]
 struct Rollup {
-    /// (memos, vague, with_need)
-    memos: HashMap<RollupKey, [i64; 3]>,
+    /// (memos, vague, with_need, actions, high_actions)
+    memos: HashMap<RollupKey, [i64; 5]>,
     tags: HashMap<(RollupKey, &'static str, String), i64>,
 }
 
@@ -508,6 +519,7 @@ impl Rollup {
         vague: bool,
         needs: &[String],
         actions: &[String],
+        high_actions: i64,
         sign: i64,
     ) {
         let Some(day) = metrics::local_date(recorded_at) else {
@@ -520,6 +532,8 @@ impl Rollup {
             m[0] += sign;
             m[1] += sign * i64::from(vague);
             m[2] += sign * i64::from(!needs.is_empty());
+            m[3] += sign * actions.len() as i64;
+            m[4] += sign * high_actions;
             for (kind, tags) in [("need", needs), ("action", actions)] {
                 // A tag once per memo, as memo_tags holds it.
                 let unique: std::collections::BTreeSet<&String> = tags.iter().collect();
@@ -532,19 +546,23 @@ impl Rollup {
 
     fn apply(self, tx: &Connection) -> Result<()> {
         let mut memos = tx.prepare_cached(
-            "INSERT INTO metric_memos (period, bucket, rep_id, team, domain, memos, vague, with_need)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            "INSERT INTO metric_memos (period, bucket, rep_id, team, domain, memos, vague, with_need, actions, high_actions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (period, bucket, rep_id, team, domain) DO UPDATE SET
                 memos = metric_memos.memos + excluded.memos,
                 vague = metric_memos.vague + excluded.vague,
-                with_need = metric_memos.with_need + excluded.with_need",
+                with_need = metric_memos.with_need + excluded.with_need,
+                actions = metric_memos.actions + excluded.actions,
+                high_actions = metric_memos.high_actions + excluded.high_actions",
         )?;
         let mut empty_memos = tx.prepare_cached(
             "DELETE FROM metric_memos WHERE period = ?1 AND bucket = ?2 AND rep_id = ?3
                 AND team = ?4 AND domain = ?5 AND memos <= 0",
         )?;
-        for ((period, bucket, [rep, team, domain]), [n, vague, with_need]) in &self.memos {
-            if *n == 0 && *vague == 0 && *with_need == 0 {
+        for ((period, bucket, [rep, team, domain]), [n, vague, with_need, actions, high]) in
+            &self.memos
+        {
+            if *n == 0 {
                 continue;
             }
             memos.execute(params![
@@ -555,7 +573,9 @@ impl Rollup {
                 domain,
                 n,
                 vague,
-                with_need
+                with_need,
+                actions,
+                high
             ])?;
             if *n < 0 {
                 empty_memos.execute(params![period.as_str(), bucket, rep, team, domain])?;
@@ -608,18 +628,23 @@ impl Sqlite {
         let tx = self.conn.transaction()?;
         let deleted;
         {
-            let mut memos: HashMap<String, (NewGroup, String, bool)> = HashMap::new();
+            let mut memos: HashMap<String, (NewGroup, String, bool, i64)> = HashMap::new();
             let mut customers = std::collections::BTreeSet::new();
             {
                 let mut st = tx.prepare(&format!(
-                    "SELECT memo_id, rep_id, team, domain, recorded_at, vague, customer_id
+                    "SELECT memo_id, rep_id, team, domain, recorded_at, vague, customer_id, high_actions
                      FROM memos WHERE {cond}"
                 ))?;
                 let mut rows = st.query([&arg])?;
                 while let Some(r) = rows.next()? {
                     memos.insert(
                         r.get(0)?,
-                        ([r.get(1)?, r.get(2)?, r.get(3)?], r.get(4)?, r.get(5)?),
+                        (
+                            [r.get(1)?, r.get(2)?, r.get(3)?],
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(7)?,
+                        ),
                     );
                     if let Some(c) = r.get::<_, Option<String>>(6)? {
                         customers.insert(c);
@@ -649,22 +674,41 @@ impl Sqlite {
             }
             let mut rollup = Rollup::default();
             let none = (Vec::new(), Vec::new());
-            for (id, ([rep, team, domain], recorded_at, vague)) in &memos {
+            for (id, ([rep, team, domain], recorded_at, vague, high)) in &memos {
                 let (needs, actions) = tags.get(id).unwrap_or(&none);
-                rollup.add(recorded_at, [rep, team, domain], *vague, needs, actions, -1);
+                rollup.add(
+                    recorded_at,
+                    [rep, team, domain],
+                    *vague,
+                    needs,
+                    actions,
+                    *high,
+                    -1,
+                );
             }
             rollup.apply(&tx)?;
             deleted = tx.execute(&format!("DELETE FROM memos WHERE {cond}"), [&arg])?;
             let mut forget =
                 tx.prepare_cached("DELETE FROM customer_last WHERE customer_id = ?1")?;
             let mut latest = tx.prepare_cached(
-                "INSERT INTO customer_last (customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain)
-                 SELECT customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain
+                "INSERT INTO customer_last (customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain, needs)
+                 SELECT customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain, ''
                  FROM memos WHERE customer_id = ?1 ORDER BY recorded_ms DESC, seq DESC LIMIT 1",
             )?;
+            let mut needs = tx.prepare_cached(
+                "SELECT t.tag FROM customer_last c JOIN memo_tags t ON t.memo_id = c.memo_id
+                 WHERE c.customer_id = ?1 AND t.kind = 'need' ORDER BY t.tag",
+            )?;
+            let mut set_needs =
+                tx.prepare_cached("UPDATE customer_last SET needs = ?2 WHERE customer_id = ?1")?;
             for c in &customers {
                 forget.execute([c])?;
-                latest.execute([c])?;
+                if latest.execute([c])? > 0 {
+                    let tags = needs
+                        .query_map([c], |r| r.get::<_, String>(0))?
+                        .collect::<rusqlite::Result<Vec<String>>>()?;
+                    set_needs.execute(params![c, need_list(&tags)])?;
+                }
             }
         }
         tx.commit()?;
@@ -675,6 +719,11 @@ impl Sqlite {
 /// A memo's rep, team and domain.
 type NewGroup = [Option<String>; 3];
 
+/// Need ids as `customer_last.needs` holds them: space-separated, with a space around.
+fn need_list(needs: &[String]) -> String {
+    format!(" {} ", needs.join(" "))
+}
+
 impl Store for Sqlite {
     fn store(&mut self, memos: &[NewMemo]) -> Result<()> {
         let tx = self.conn.transaction()?;
@@ -682,8 +731,8 @@ impl Store for Sqlite {
             let mut memo = tx.prepare_cached(
                 "INSERT INTO memos (memo_id, source, rep_id, customer_id, team, domain, recorded_at,
                     recorded_ms, stored_at, stored_ms, stored_by, text, library_version, need_count,
-                    vague, high_value, total_ms, result)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                    vague, high_value, total_ms, result, high_actions)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             )?;
             let mut tag = tx.prepare_cached(
                 "INSERT OR IGNORE INTO memo_tags (memo_id, kind, tag, seq) VALUES (?1, ?2, ?3, ?4)",
@@ -697,15 +746,17 @@ impl Store for Sqlite {
                     m.vague,
                     &m.needs,
                     &m.actions,
+                    m.high_value_actions as i64,
                     1,
                 );
                 if let Some(c) = &m.meta.customer_id {
                     tx.prepare_cached(
-                        "INSERT INTO customer_last (customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                        "INSERT INTO customer_last (customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain, needs)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                          ON CONFLICT (customer_id) DO UPDATE SET memo_id = excluded.memo_id,
                             recorded_ms = excluded.recorded_ms, recorded_at = excluded.recorded_at,
-                            rep_id = excluded.rep_id, team = excluded.team, domain = excluded.domain
+                            rep_id = excluded.rep_id, team = excluded.team, domain = excluded.domain,
+                            needs = excluded.needs
                          WHERE excluded.recorded_ms >= customer_last.recorded_ms",
                     )?
                     .execute(params![
@@ -715,7 +766,8 @@ impl Store for Sqlite {
                         recorded_at,
                         m.meta.rep_id,
                         m.meta.team,
-                        m.meta.domain
+                        m.meta.domain,
+                        need_list(&m.needs),
                     ])?;
                 }
                 memo.execute(params![
@@ -737,6 +789,7 @@ impl Store for Sqlite {
                     m.high_value,
                     m.total_ms,
                     m.result,
+                    m.high_value_actions as i64,
                 ])?;
                 let seq = tx.last_insert_rowid();
                 for (kind, tags) in [
@@ -912,8 +965,8 @@ impl Store for Sqlite {
         let col = q.group_by.column();
         let (cond, args) = rollup_conditions(q, None);
         let sql = format!(
-            "SELECT bucket, {col}, SUM(memos), SUM(vague), SUM(with_need) FROM metric_memos
-             WHERE {cond} GROUP BY bucket, {col}"
+            "SELECT bucket, {col}, SUM(memos), SUM(vague), SUM(with_need), SUM(actions), SUM(high_actions)
+             FROM metric_memos WHERE {cond} GROUP BY bucket, {col}"
         );
         let mut st = self.conn.prepare_cached(&sql)?;
         let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
@@ -923,6 +976,8 @@ impl Store for Sqlite {
                 memos: r.get(2)?,
                 vague: r.get(3)?,
                 with_need: r.get(4)?,
+                actions: r.get(5)?,
+                high_value_actions: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -955,52 +1010,47 @@ impl Store for Sqlite {
         let before = q.now_ms - i64::from(q.days) * DAY_MS;
         let mut args = vec![Value::Integer(before)];
         let mut sql = String::from(
-            "SELECT c.customer_id, c.memo_id, c.rep_id, c.team, c.domain, c.recorded_at, c.recorded_ms, t.tag
-             FROM customer_last c JOIN memo_tags t ON t.memo_id = c.memo_id AND t.kind = 'need'
-             WHERE c.recorded_ms <= ?1",
+            "SELECT c.customer_id, c.memo_id, c.rep_id, c.team, c.domain, c.recorded_at, c.recorded_ms, c.needs
+             FROM customer_last c WHERE c.recorded_ms <= ?1",
         );
-        let marks: Vec<String> = q
+        let any: Vec<String> = q
             .needs
             .iter()
             .map(|n| {
-                args.push(Value::Text(n.clone()));
-                format!("?{}", args.len())
+                args.push(Value::Text(format!("% {n} %")));
+                format!("c.needs LIKE ?{}", args.len())
             })
             .collect();
-        sql.push_str(&format!(" AND t.tag IN ({})", marks.join(", ")));
-        for (column, v) in [
-            ("rep_id", &q.rep_id),
-            ("team", &q.team),
-            ("domain", &q.domain),
-        ] {
+        sql.push_str(&format!(" AND ({})", any.join(" OR ")));
+        for (column, v) in [("rep_id", &q.rep_id), ("team", &q.team), ("domain", &q.domain)] {
             if let Some(v) = v {
                 args.push(Value::Text(v.clone()));
                 sql.push_str(&format!(" AND c.{column} = ?{}", args.len()));
             }
         }
-        sql.push_str(" ORDER BY c.recorded_ms, c.customer_id, t.tag");
+        args.push(Value::Integer(q.limit as i64));
+        sql.push_str(&format!(
+            " ORDER BY c.recorded_ms, c.customer_id LIMIT ?{}",
+            args.len()
+        ));
         let mut st = self.conn.prepare(&sql)?;
         let mut rows = st.query(rusqlite::params_from_iter(args))?;
         let mut out: Vec<UrgentCustomer> = Vec::new();
         while let Some(r) = rows.next()? {
-            let customer: String = r.get(0)?;
-            let need: String = r.get(7)?;
-            if let Some(last) = out.last_mut().filter(|u| u.customer_id == customer) {
-                last.needs.push(need);
-                continue;
-            }
-            if out.len() == q.limit {
-                break;
-            }
             let recorded_ms: i64 = r.get(6)?;
+            let needs: String = r.get(7)?;
             out.push(UrgentCustomer {
-                customer_id: customer,
+                customer_id: r.get(0)?,
                 memo_id: r.get(1)?,
                 rep_id: r.get(2)?,
                 team: r.get(3)?,
                 domain: r.get(4)?,
                 recorded_at: r.get(5)?,
-                needs: vec![need],
+                needs: needs
+                    .split_whitespace()
+                    .filter(|n| q.needs.iter().any(|u| u == n))
+                    .map(str::to_string)
+                    .collect(),
                 days_since: (q.now_ms - recorded_ms).div_euclid(DAY_MS),
             });
         }

@@ -116,6 +116,11 @@ pub fn fill(
                 ruled_out: tags.ruled_out.iter().map(|x| x.id.clone()).collect(),
                 vague: tags.vague.flag,
                 high_value: tags.high_value,
+                high_value_actions: tags
+                    .actions
+                    .iter()
+                    .filter(|a| a.tier == crate::library::Tier::High)
+                    .count(),
                 total_ms: 12.0,
                 result: json.clone(),
             });
@@ -488,7 +493,7 @@ pub fn run(store: &mut dyn Store, probe: &Probe, memo_id: &str) -> Result<usize>
         Probe::Get(_) => usize::from(store.get(memo_id)?.is_some()),
         Probe::Metrics(q, u) => {
             let c = super::metrics::read(store, q, u)?;
-            c.memos.len() + c.needs.len() + c.actions.len() + c.urgent.len()
+            c.memos.len() + c.needs.len() + c.urgent.len()
         }
     })
 }

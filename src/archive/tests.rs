@@ -24,6 +24,7 @@ fn memo(id: &str, customer: &str, needs: &[&str], recorded: &str) -> NewMemo {
         ruled_out: vec!["restock".into()],
         vague: needs.is_empty(),
         high_value: false,
+        high_value_actions: 0,
         total_ms: 1.0,
         result: TEXT_RESULT.into(),
     }
