@@ -722,14 +722,20 @@ async fn the_managers_numbers_count_memos_and_forget_deleted_ones() {
     assert_eq!(first["memos"], 2);
     assert_eq!(first["vague_share"].as_f64(), Some(0.5), "{first}");
     assert!(rows.iter().all(|r| r["period"].as_str().unwrap() >= "2026-01-26"));
-    // Needs of rep 2's week of 9 February, new that week.
-    let needs = m["needs"].as_array().unwrap();
+    // The top needs are those of the last period: rep 2's week of 9 February, new that week.
+    let (_, feb9) = sales(
+        s,
+        &format!("group_by=rep&period=week&team={team}&from=2026-02-01&to=2026-02-15"),
+    )
+    .await;
+    let needs = feb9["needs"].as_array().unwrap();
+    assert!(needs.iter().all(|n| n["period"] == "2026-02-09"), "{feb9}");
     assert!(
         needs.iter().any(|n| n["group"] == "mgr-r2"
             && n["period"] == "2026-02-09"
             && n["need"] == "stock_shortage"
             && n["trend"] == "new"),
-        "{m}"
+        "{feb9}"
     );
     // The stock-out customer had no visit since, 17 days before the end of `to`.
     let urgent = m["urgent"].as_array().unwrap();
@@ -804,7 +810,12 @@ async fn the_managers_numbers_count_memos_and_forget_deleted_ones() {
         .unwrap()
         .iter()
         .any(|u| u["customer_id"] == "mgr-c4"));
-    assert!(!m["needs"]
+    let (_, feb9) = sales(
+        s,
+        &format!("group_by=rep&period=week&team={team}&from=2026-02-01&to=2026-02-15"),
+    )
+    .await;
+    assert!(!feb9["needs"]
         .as_array()
         .unwrap()
         .iter()
