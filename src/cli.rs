@@ -309,13 +309,16 @@ fn retag(
     use needtag::archive::retag;
     let since = since
         .map(|s| {
-            needtag::archive::parse_bound(&s, false)
-                .with_context(|| format!("--since {s:?} is neither a date (YYYY-MM-DD) nor RFC 3339"))
+            needtag::archive::parse_bound(&s, false).with_context(|| {
+                format!("--since {s:?} is neither a date (YYYY-MM-DD) nor RFC 3339")
+            })
         })
         .transpose()?;
     let lib = needtag::library::Library::load(library)?;
     let embedder = if cfg.matcher.semantic {
-        Some(std::sync::Arc::new(needtag::matcher::Embedder::from_config(cfg)?))
+        Some(std::sync::Arc::new(
+            needtag::matcher::Embedder::from_config(cfg)?,
+        ))
     } else {
         None
     };
@@ -356,7 +359,12 @@ fn retag(
     for (name, s) in [("needs", &report.needs), ("actions", &report.actions)] {
         println!(
             "  {name:8} on reviewed memos: P {:.3} → {:.3}  R {:.3} → {:.3}  F1 {:.3} → {:.3}",
-            s.before.precision, s.after.precision, s.before.recall, s.after.recall, s.before.f1, s.after.f1
+            s.before.precision,
+            s.after.precision,
+            s.before.recall,
+            s.after.recall,
+            s.before.f1,
+            s.after.f1
         );
     }
     for (title, list) in [

@@ -711,7 +711,10 @@ async fn the_managers_numbers_count_memos_and_forget_deleted_ones() {
         .count();
     assert_eq!(total("actions"), actions as i64);
     assert_eq!(total("high_value_actions"), high as i64);
-    assert!(high >= 1, "the meeting with the vice-president is high-value");
+    assert!(
+        high >= 1,
+        "the meeting with the vice-president is high-value"
+    );
     assert_eq!(total("with_need"), with_need as i64);
     assert_eq!(total("vague"), vague as i64);
     // rep 1's first week: the pain memo and the vague one.
@@ -721,7 +724,9 @@ async fn the_managers_numbers_count_memos_and_forget_deleted_ones() {
         .expect("rep 1, week of 2 February");
     assert_eq!(first["memos"], 2);
     assert_eq!(first["vague_share"].as_f64(), Some(0.5), "{first}");
-    assert!(rows.iter().all(|r| r["period"].as_str().unwrap() >= "2026-01-26"));
+    assert!(rows
+        .iter()
+        .all(|r| r["period"].as_str().unwrap() >= "2026-01-26"));
     // The top needs are those of the last period: rep 2's week of 9 February, new that week.
     let (_, feb9) = sales(
         s,
@@ -802,7 +807,9 @@ async fn the_managers_numbers_count_memos_and_forget_deleted_ones() {
     let (_, m) = sales(s, &q).await;
     let rows = m["rows"].as_array().unwrap();
     assert_eq!(
-        rows.iter().map(|r| r["memos"].as_i64().unwrap()).sum::<i64>(),
+        rows.iter()
+            .map(|r| r["memos"].as_i64().unwrap())
+            .sum::<i64>(),
         4
     );
     assert!(!m["urgent"]
@@ -831,8 +838,16 @@ async fn bad_metrics_queries_are_typed_errors() {
         ("from=yesterday", 422, "invalid_input"),
         ("to=2026-02-30", 422, "invalid_input"),
         ("from=2026-03-01&to=2026-02-01", 422, "invalid_input"),
-        ("period=week&from=2024-01-01&to=2026-01-01", 422, "invalid_input"),
-        ("period=month&from=2020-01-01&to=2026-01-01", 422, "invalid_input"),
+        (
+            "period=week&from=2024-01-01&to=2026-01-01",
+            422,
+            "invalid_input",
+        ),
+        (
+            "period=month&from=2020-01-01&to=2026-01-01",
+            422,
+            "invalid_input",
+        ),
         ("days=0", 422, "invalid_input"),
         ("days=1000", 422, "invalid_input"),
         ("top=0", 422, "invalid_input"),

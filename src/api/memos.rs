@@ -464,7 +464,8 @@ pub async fn retag(
     let req: RetagRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
         RetagRequest::default()
     } else {
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::new(Code::InvalidJson, e.to_string()))?
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::new(Code::InvalidJson, e.to_string()))?
     };
     let limit = req.limit.unwrap_or(RETAG_DEFAULT);
     if limit == 0 || limit > RETAG_MAX {

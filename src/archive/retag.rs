@@ -127,12 +127,15 @@ fn set(v: &[String]) -> BTreeSet<String> {
     v.iter().cloned().collect()
 }
 
+/// Tags a text recorded at a time.
+pub type Tagger<'a> = dyn FnMut(&str, Option<DateTime<FixedOffset>>) -> crate::Result<TagSet> + 'a;
+
 /// Compare the stored tags of `memos` with `candidate`'s (`tag` runs it on a text and its
 /// recording time); at most `keep` memos in each list of the report.
 pub fn compare(
     memos: &[StoredMemo],
     candidate_version: &str,
-    tag: &mut dyn FnMut(&str, Option<DateTime<FixedOffset>>) -> crate::Result<TagSet>,
+    tag: &mut Tagger<'_>,
     keep: usize,
 ) -> crate::Result<RetagReport> {
     let mut versions: std::collections::BTreeMap<String, usize> = Default::default();

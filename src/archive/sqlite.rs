@@ -335,7 +335,11 @@ impl Sqlite {
         let mut args: Vec<Value> = Vec::new();
         let (mut sql, order, driving) = match (&filter.need, &filter.action) {
             (Some(v), _) | (None, Some(v)) => {
-                let kind = if filter.need.is_some() { "need" } else { "action" };
+                let kind = if filter.need.is_some() {
+                    "need"
+                } else {
+                    "action"
+                };
                 args.push(Value::Text(v.clone()));
                 (
                     format!(
@@ -502,6 +506,16 @@ fn rollup_conditions(q: &MetricsQuery, kind: Option<TagKind>) -> (String, Vec<Va
 
 type RollupKey = (Period, String, [String; 3]);
 
+/// What the rollups count of one memo.
+struct Tally<'a> {
+    recorded_at: &'a str,
+    group: [&'a Option<String>; 3],
+    vague: bool,
+    needs: &'a [String],
+    actions: &'a [String],
+    high_actions: i64,
+}
+
 /// Changes to the rollups, summed in memory and written once per key.
 #[derive(Default)]
 struct Rollup {
@@ -512,16 +526,15 @@ struct Rollup {
 
 impl Rollup {
     /// Count (`sign` 1) or uncount (-1) one memo.
-    fn add(
-        &mut self,
-        recorded_at: &str,
-        group: [&Option<String>; 3],
-        vague: bool,
-        needs: &[String],
-        actions: &[String],
-        high_actions: i64,
-        sign: i64,
-    ) {
+    fn add(&mut self, memo: Tally<'_>, sign: i64) {
+        let Tally {
+            recorded_at,
+            group,
+            vague,
+            needs,
+            actions,
+            high_actions,
+        } = memo;
         let Some(day) = metrics::local_date(recorded_at) else {
             return;
         };
@@ -677,12 +690,14 @@ impl Sqlite {
             for (id, ([rep, team, domain], recorded_at, vague, high)) in &memos {
                 let (needs, actions) = tags.get(id).unwrap_or(&none);
                 rollup.add(
-                    recorded_at,
-                    [rep, team, domain],
-                    *vague,
-                    needs,
-                    actions,
-                    *high,
+                    Tally {
+                        recorded_at,
+                        group: [rep, team, domain],
+                        vague: *vague,
+                        needs,
+                        actions,
+                        high_actions: *high,
+                    },
                     -1,
                 );
             }
@@ -741,12 +756,14 @@ impl Store for Sqlite {
             for m in memos {
                 let (recorded_at, recorded_ms) = recorded(m);
                 rollup.add(
-                    &recorded_at,
-                    [&m.meta.rep_id, &m.meta.team, &m.meta.domain],
-                    m.vague,
-                    &m.needs,
-                    &m.actions,
-                    m.high_value_actions as i64,
+                    Tally {
+                        recorded_at: &recorded_at,
+                        group: [&m.meta.rep_id, &m.meta.team, &m.meta.domain],
+                        vague: m.vague,
+                        needs: &m.needs,
+                        actions: &m.actions,
+                        high_actions: m.high_value_actions as i64,
+                    },
                     1,
                 );
                 if let Some(c) = &m.meta.customer_id {
@@ -1022,7 +1039,11 @@ impl Store for Sqlite {
             })
             .collect();
         sql.push_str(&format!(" AND ({})", any.join(" OR ")));
-        for (column, v) in [("rep_id", &q.rep_id), ("team", &q.team), ("domain", &q.domain)] {
+        for (column, v) in [
+            ("rep_id", &q.rep_id),
+            ("team", &q.team),
+            ("domain", &q.domain),
+        ] {
             if let Some(v) = v {
                 args.push(Value::Text(v.clone()));
                 sql.push_str(&format!(" AND c.{column} = ?{}", args.len()));

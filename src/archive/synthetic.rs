@@ -75,7 +75,7 @@ pub fn fill(
     progress: &mut dyn FnMut(usize),
 ) -> Result<()> {
     assert!(!templates.is_empty(), "synthetic memos need templates");
-    let mut rng = Rng(0x5EED_0F_A2C4_1BE5);
+    let mut rng = Rng(0x005E_ED0F_A2C4_1BE5);
     let china = FixedOffset::east_opt(8 * 3600).expect("+08:00");
     let span_ms = Duration::days(730).num_milliseconds();
     let start = plan.end - Duration::days(730);
@@ -408,15 +408,34 @@ pub fn probes(plan: &Plan) -> Vec<(String, Probe)> {
         ),
         (
             "list: q (text contains 价格)".into(),
-            Probe::List(Filter { text: s("价格"), ..f() }, None),
+            Probe::List(
+                Filter {
+                    text: s("价格"),
+                    ..f()
+                },
+                None,
+            ),
         ),
         (
             "list: q (text contains a word no memo has)".into(),
-            Probe::List(Filter { text: s("量子纠缠"), ..f() }, None),
+            Probe::List(
+                Filter {
+                    text: s("量子纠缠"),
+                    ..f()
+                },
+                None,
+            ),
         ),
         (
             "list: rep_id + q (text nobody wrote)".into(),
-            Probe::List(Filter { rep_id: Some(plan.rep(3)), text: s("量子纠缠"), ..f() }, None),
+            Probe::List(
+                Filter {
+                    rep_id: Some(plan.rep(3)),
+                    text: s("量子纠缠"),
+                    ..f()
+                },
+                None,
+            ),
         ),
         ("get one memo".into(), Probe::Get(String::new())),
     ];

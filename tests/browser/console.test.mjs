@@ -561,6 +561,10 @@ test('memo history: filter, open a memo, review its tags in place, blind spots',
   // Blind spots.
   await page.click('#blind-run');
   await page.locator('#blind-status', { hasText: '读了' }).waitFor();
+  // Re-tag with the library on disk: nothing changes the stored memos, the scores are shown.
+  await page.click('#retag-run');
+  await page.locator('#retag-result table.retag-scores').waitFor({ timeout: SLOW });
+  assert.match(await page.locator('#retag-status').innerText(), /条备忘录/);
   await shot(page, '09-history-review');
   noPageErrors(page);
   await page.close();

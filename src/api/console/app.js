@@ -1472,7 +1472,37 @@
       showError($('#hist-error'), e, '无法分析盲区');
     }
   }
+  async function runRetag() {
+    const status = $('#retag-status');
+    status.textContent = '重新打标签中…';
+    clearError($('#hist-error'));
+    try {
+      const r = await api('POST', '/v1/memos/retag', { limit: 300 });
+      status.textContent = `${r.memos} 条备忘录，${r.changed} 条结果会变，其中已复核 ${r.reviewed} 条`;
+      const score = (name, s) => el('tr', null, el('td', null, name),
+        el('td', null, `${fix3(s.before.precision)} → ${fix3(s.after.precision)}`),
+        el('td', null, `${fix3(s.before.recall)} → ${fix3(s.after.recall)}`),
+        el('td', null, `${fix3(s.before.f1)} → ${fix3(s.after.f1)}`));
+      const list = (title, items, cls) => el('div', { class: `retag-list ${cls}` },
+        el('h3', { class: 'sub-title' }, `${title}（${items.length}）`),
+        el('ul', null, items.slice(0, 50).map((c) => el('li', { dataset: { id: c.memo_id } },
+          el('a', { href: '#history', onclick: (e) => { e.preventDefault(); openMemo(c.memo_id); } }, fmtTime(c.recorded_at)), ' ',
+          clip(c.text, 50), ' ',
+          c.added.map((t) => chip(`+${labelName(t.split(':')[1]) || t}`, 'chip-good', t)),
+          c.removed.map((t) => chip(`−${labelName(t.split(':')[1]) || t}`, 'chip-missed', t))))));
+      $('#retag-result').replaceChildren(
+        el('p', { class: 'hint' }, `候选需求库 ${r.candidate_version}；已存结果来自 ${Object.keys(r.stored_versions).join('、')}`),
+        el('div', { class: 'table-wrap' }, el('table', { class: 'data retag-scores' },
+          el('thead', null, el('tr', null, ['已复核备忘录上', '精确率', '召回率', 'F1'].map((h) => el('th', null, h)))),
+          el('tbody', null, score('需求', r.needs), score('动作', r.actions)))),
+        list('多对了', r.gained, 'gained'), list('多错了', r.lost, 'lost'), list('其他变化（未复核或对错数不变）', r.other_changes, 'other'));
+    } catch (e) {
+      status.textContent = '';
+      showError($('#hist-error'), e, '重新打标签失败');
+    }
+  }
   function initHistory() {
+    $('#retag-run').addEventListener('click', runRetag);
     for (const [id, name] of Object.entries(DOMAIN)) $('#hist-domain').appendChild(el('option', { value: id }, name));
     $('#hist-form').addEventListener('submit', (e) => { e.preventDefault(); loadHistory(false); });
     $('#hist-more').addEventListener('click', () => loadHistory(true));
