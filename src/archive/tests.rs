@@ -560,3 +560,29 @@ fn open_urgent_needs_are_the_customers_latest_memos() {
         .unwrap()
         .is_empty());
 }
+
+/// The archive benchmark's probes on a small synthetic archive (the 1 000 000-memo run is
+/// `cargo bench --bench archive`): every request answers, and answers what the data holds.
+#[test]
+fn a_synthetic_archive_answers_every_benchmark_probe() {
+    let templates = synthetic::templates().unwrap();
+    let plan = synthetic::Plan {
+        memos: 3000,
+        end: Utc::now(),
+    };
+    let mut db = Sqlite::in_memory().unwrap();
+    let mut written = 0;
+    synthetic::fill(&mut db, &plan, &templates, &mut |n| written = n).unwrap();
+    assert_eq!(written, 3000);
+    let id = db.list(&Filter::default(), None, 1).unwrap().items[0]
+        .memo_id
+        .clone();
+    for (name, probe) in synthetic::probes(&plan) {
+        let rows = synthetic::run(&mut db, &probe, &id).unwrap();
+        if name.contains("nobody") || name.contains("no memo has") {
+            assert_eq!(rows, 0, "{name}");
+        } else {
+            assert!(rows > 0, "{name} answered nothing");
+        }
+    }
+}
