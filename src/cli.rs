@@ -168,6 +168,32 @@ enum Command {
     /// Safe while the service runs: the database serialises the writers.
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// Re-tag the archived memos with a candidate library, without changing them: memo by memo
+    /// what it adds and drops against the stored tags, and precision, recall and F1 before and
+    /// after on the reviewed memos (their labels are the truth).
+    Retag {
+        /// The candidate library directory.
+        #[arg(long)]
+        library: PathBuf,
+        /// Only memos recorded on or after this date (YYYY-MM-DD, or RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// The archive file (default: archive.path).
+        #[arg(long)]
+        archive: Option<PathBuf>,
+        /// Write the whole report as JSON to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Most memos re-tagged, newest first.
+        #[arg(long, default_value_t = 100_000)]
+        limit: usize,
+        /// Match with keywords only (no sentence encoder).
+        #[arg(long)]
+        keyword_only: bool,
+        /// Print the report as JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Process a memo repeatedly with the models loaded once, and print the time of each run
     /// (end to end, bytes to result JSON) and the median.
     Time {
@@ -282,6 +308,101 @@ fn open_archive(cfg: &Config, at: Option<PathBuf>) -> Result<Box<dyn needtag::ar
     }
     let location = needtag::archive::location(&archive);
     needtag::archive::open_store(&archive).with_context(|| format!("archive {location}"))
+}
+
+fn retag(
+    cfg: &Config,
+    library: &std::path::Path,
+    since: Option<String>,
+    archive: Option<PathBuf>,
+    out: Option<PathBuf>,
+    limit: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    use needtag::archive::retag;
+    let since = since
+        .map(|s| {
+            needtag::archive::parse_bound(&s, false).with_context(|| {
+                format!("--since {s:?} is neither a date (YYYY-MM-DD) nor RFC 3339")
+            })
+        })
+        .transpose()?;
+    let lib = needtag::library::Library::load(library)?;
+    let embedder = if cfg.matcher.semantic {
+        Some(std::sync::Arc::new(
+            needtag::matcher::Embedder::from_config(cfg)?,
+        ))
+    } else {
+        None
+    };
+    let semantic = embedder.is_some();
+    let version = lib.version.clone();
+    let matcher = needtag::matcher::Matcher::build(std::sync::Arc::new(lib), embedder)?;
+    let mut db = open_archive(cfg, archive)?;
+    let filter = needtag::archive::Filter {
+        from: since,
+        ..Default::default()
+    };
+    let memos = retag::memos(db.as_mut(), &filter, limit)?;
+    let how = needtag::pipeline::TagOptions::from_config(cfg, semantic);
+    let mut tag = retag::tagger(&matcher, how);
+    let report = retag::compare(&memos, &version, &mut tag, usize::MAX)?;
+    drop(tag);
+    if let Some(path) = &out {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let stored: Vec<String> = report
+        .stored_versions
+        .iter()
+        .map(|(v, n)| format!("{v} ({n})"))
+        .collect();
+    println!(
+        "{} memos re-tagged with {} (stored with {}); {} change, {} reviewed",
+        report.memos,
+        report.candidate_version,
+        stored.join(", "),
+        report.changed,
+        report.reviewed
+    );
+    for (name, s) in [("needs", &report.needs), ("actions", &report.actions)] {
+        println!(
+            "  {name:8} on reviewed memos: P {:.3} → {:.3}  R {:.3} → {:.3}  F1 {:.3} → {:.3}",
+            s.before.precision,
+            s.after.precision,
+            s.before.recall,
+            s.after.recall,
+            s.before.f1,
+            s.after.f1
+        );
+    }
+    for (title, list) in [
+        ("gained (fewer errors against the review)", &report.gained),
+        ("lost (more errors against the review)", &report.lost),
+        ("other changes", &report.other_changes),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        println!("{title}: {}", list.len());
+        for c in list.iter().take(30) {
+            let text: String = c.text.chars().take(40).collect();
+            println!(
+                "  {}  +[{}] -[{}]  {text}",
+                c.memo_id,
+                c.added.join(" "),
+                c.removed.join(" ")
+            );
+        }
+        if list.len() > 30 {
+            println!("  … {} more (--out FILE has them all)", list.len() - 30);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn archive_command(cfg: &Config, cmd: ArchiveCommand) -> Result<ExitCode> {
@@ -578,6 +699,19 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Archive(cmd) => {
             let cfg = config(&cli.global)?;
             archive_command(&cfg, cmd)
+        }
+        Command::Retag {
+            library,
+            since,
+            archive,
+            out,
+            limit,
+            keyword_only,
+            json,
+        } => {
+            let mut cfg = config(&cli.global)?;
+            cfg.matcher.semantic = !keyword_only;
+            retag(&cfg, &library, since, archive, out, limit, json)
         }
         Command::Library(LibraryCommand::Check { dir }) => {
             let dir = dir

@@ -322,6 +322,14 @@ impl Engine {
         }
     }
 
+    /// The configured library as it is on disk now (or the compiled-in one), validated and
+    /// compiled with this engine's sentence encoder but not swapped in: what a reload would
+    /// serve.
+    pub fn candidate(&self) -> Result<Matcher> {
+        let library = Library::load_or_embedded(self.cfg.library.as_deref())?;
+        Matcher::build(Arc::new(library), self.embedder.clone())
+    }
+
     /// Validate the library at `dir` (or the configured one) and swap it in. An invalid library
     /// is refused with its problems and the current one keeps serving. Reloads are serialized:
     /// while one runs, another is refused with [`Error::ReloadInProgress`] (so each reports the

@@ -362,6 +362,18 @@ async fn each_route_asks_for_its_scope_on(s: &Server) {
             "review",
         ),
         (
+            reqwest::Method::GET,
+            "/v1/metrics/sales".into(),
+            None,
+            "review",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/memos/blind-spots".into(),
+            None,
+            "review",
+        ),
+        (
             reqwest::Method::DELETE,
             "/v1/customers/nobody-at-all/memos".into(),
             None,
@@ -492,6 +504,9 @@ async fn the_openapi_document_has_the_archive() {
         "/v1/memos/{id}/audio",
         "/v1/memos/export",
         "/v1/customers/{id}/memos",
+        "/v1/metrics/sales",
+        "/v1/memos/blind-spots",
+        "/v1/memos/retag",
     ] {
         assert!(spec["paths"][path].is_object(), "openapi lacks {path}");
     }
@@ -517,6 +532,7 @@ fn old_memo(id: &str, days_ago: i64) -> NewMemo {
         ruled_out: vec![],
         vague: false,
         high_value: false,
+        high_value_actions: 0,
         total_ms: 1.0,
         result: r#"{"text":"客户说价格太高","needs":[],"ruled_out":[],"actions":[],"high_value":false,"next_steps":[],"contacts":[],"vague":{"flag":false},"library_version":"lib-old","mode":"keyword","timings":{"decode_ms":0.0,"vad_ms":0.0,"asr_ms":0.0,"tag_ms":0.0,"total_ms":0.0}}"#.into(),
         audio: None,
@@ -641,6 +657,362 @@ fn the_command_line_exports_deletes_and_purges() {
         .is_empty());
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+const STOCK_OUT: &str = "城南几家超市我们的矿泉水断货两天了，老板催着今天必须补上";
+const MEETING: &str = "今天终于见到了分管副院长，聊了二十分钟设备更新的事";
+
+async fn sales(s: &Server, query: &str) -> (u16, Value) {
+    send(
+        client()
+            .get(s.url(&format!("/v1/metrics/sales?{query}")))
+            .header("authorization", bearer(REVIEW)),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_managers_numbers_count_memos_and_forget_deleted_ones() {
+    let s = shared();
+    let team = "mgr-team";
+    let mut answers = Vec::new();
+    for (text, rep, customer, at) in [
+        (MEMO, "mgr-r1", "mgr-c1", "2026-02-02T10:00:00+08:00"),
+        (VAGUE, "mgr-r1", "mgr-c2", "2026-02-03T10:00:00+08:00"),
+        (MEETING, "mgr-r1", "mgr-c1", "2026-02-12T10:00:00+08:00"),
+        (PRICE, "mgr-r2", "mgr-c3", "2026-02-10T10:00:00+08:00"),
+        (STOCK_OUT, "mgr-r2", "mgr-c4", "2026-02-11T10:00:00+08:00"),
+    ] {
+        let r = tag(
+            s,
+            json!({"text": text, "rep_id": rep, "customer_id": customer, "team": team,
+                   "domain": "fmcg_distribution", "recorded_at": at}),
+        )
+        .await;
+        answers.push((rep, r));
+    }
+    let stock_id = answers[4].1["memo_id"].as_str().unwrap().to_string();
+    assert!(
+        answers[4].1["needs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == "stock_shortage"),
+        "{}",
+        answers[4].1
+    );
+    let q = format!("group_by=rep&period=week&team={team}&from=2026-02-01&to=2026-02-28");
+    let (st, m) = sales(s, &q).await;
+    assert_eq!(st, 200, "{m}");
+    let rows = m["rows"].as_array().unwrap();
+    let total = |f: &str| rows.iter().map(|r| r[f].as_i64().unwrap()).sum::<i64>();
+    assert_eq!(total("memos"), 5, "{m}");
+    // The counts are those of the answers.
+    let actions: usize = answers
+        .iter()
+        .map(|(_, a)| a["actions"].as_array().unwrap().len())
+        .sum();
+    let high: usize = answers
+        .iter()
+        .map(|(_, a)| {
+            a["actions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|x| x["tier"] == "high")
+                .count()
+        })
+        .sum();
+    let with_need = answers
+        .iter()
+        .filter(|(_, a)| !a["needs"].as_array().unwrap().is_empty())
+        .count();
+    let vague = answers
+        .iter()
+        .filter(|(_, a)| a["vague"]["flag"] == true)
+        .count();
+    assert_eq!(total("actions"), actions as i64);
+    assert_eq!(total("high_value_actions"), high as i64);
+    assert!(
+        high >= 1,
+        "the meeting with the vice-president is high-value"
+    );
+    assert_eq!(total("with_need"), with_need as i64);
+    assert_eq!(total("vague"), vague as i64);
+    // rep 1's first week: the pain memo and the vague one.
+    let first = rows
+        .iter()
+        .find(|r| r["group"] == "mgr-r1" && r["period"] == "2026-02-02")
+        .expect("rep 1, week of 2 February");
+    assert_eq!(first["memos"], 2);
+    assert_eq!(first["vague_share"].as_f64(), Some(0.5), "{first}");
+    assert!(rows
+        .iter()
+        .all(|r| r["period"].as_str().unwrap() >= "2026-01-26"));
+    // The top needs are those of the last period: rep 2's week of 9 February, new that week.
+    let (_, feb9) = sales(
+        s,
+        &format!("group_by=rep&period=week&team={team}&from=2026-02-01&to=2026-02-15"),
+    )
+    .await;
+    let needs = feb9["needs"].as_array().unwrap();
+    assert!(needs.iter().all(|n| n["period"] == "2026-02-09"), "{feb9}");
+    assert!(
+        needs.iter().any(|n| n["group"] == "mgr-r2"
+            && n["period"] == "2026-02-09"
+            && n["need"] == "stock_shortage"
+            && n["trend"] == "new"),
+        "{feb9}"
+    );
+    // The stock-out customer had no visit since, 17 days before the end of `to`.
+    let urgent = m["urgent"].as_array().unwrap();
+    let u = urgent
+        .iter()
+        .find(|u| u["customer_id"] == "mgr-c4")
+        .expect("mgr-c4 is listed");
+    assert_eq!(u["needs"], json!(["stock_shortage"]));
+    assert_eq!(u["days_since"], 17);
+    assert!(m["urgent_needs"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("equipment_maintenance")));
+    let (_, later) = sales(s, &format!("{q}&days=30")).await;
+    assert!(later["urgent"].as_array().unwrap().is_empty(), "{later}");
+
+    // Each table as CSV, by parameter or by Accept.
+    for table in ["rows", "needs", "urgent"] {
+        let resp = client()
+            .get(s.url(&format!("/v1/metrics/sales?{q}&format=csv&table={table}")))
+            .header("authorization", bearer(REVIEW))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv"));
+        let csv = resp.text().await.unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        let expected = m[table].as_array().unwrap().len();
+        assert_eq!(lines.len(), expected + 1, "{table}: {csv}");
+    }
+    let resp = client()
+        .get(s.url(&format!("/v1/metrics/sales?{q}")))
+        .header("authorization", bearer(REVIEW))
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    let csv = resp.text().await.unwrap();
+    assert!(csv.starts_with("rep,week,memos,actions,"), "{csv}");
+    assert!(csv.contains("mgr-r1,2026-02-02,2,"), "{csv}");
+
+    // By team and by month, the same memos.
+    let (_, by_team) = sales(
+        s,
+        &format!("group_by=team&period=month&team={team}&from=2026-02-01&to=2026-02-28"),
+    )
+    .await;
+    assert_eq!(by_team["rows"][0]["group"], team);
+    assert_eq!(by_team["rows"][0]["period"], "2026-02-01");
+    assert_eq!(by_team["rows"][0]["memos"], 5);
+
+    // A deleted memo leaves the numbers and the urgent list.
+    let (st, _) = send(
+        client()
+            .delete(s.url(&format!("/v1/memos/{stock_id}")))
+            .header("authorization", bearer(ADMIN)),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (_, m) = sales(s, &q).await;
+    let rows = m["rows"].as_array().unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["memos"].as_i64().unwrap())
+            .sum::<i64>(),
+        4
+    );
+    assert!(!m["urgent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u["customer_id"] == "mgr-c4"));
+    let (_, feb9) = sales(
+        s,
+        &format!("group_by=rep&period=week&team={team}&from=2026-02-01&to=2026-02-15"),
+    )
+    .await;
+    assert!(!feb9["needs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["need"] == "stock_shortage" && n["group"] == "mgr-r2"));
+}
+
+#[tokio::test]
+async fn bad_metrics_queries_are_typed_errors() {
+    let s = shared();
+    for (query, status, expected) in [
+        ("group_by=day", 422, "invalid_input"),
+        ("period=year", 422, "invalid_input"),
+        ("from=yesterday", 422, "invalid_input"),
+        ("to=2026-02-30", 422, "invalid_input"),
+        ("from=2026-03-01&to=2026-02-01", 422, "invalid_input"),
+        (
+            "period=week&from=2024-01-01&to=2026-01-01",
+            422,
+            "invalid_input",
+        ),
+        (
+            "period=month&from=2020-01-01&to=2026-01-01",
+            422,
+            "invalid_input",
+        ),
+        ("days=0", 422, "invalid_input"),
+        ("days=1000", 422, "invalid_input"),
+        ("top=0", 422, "invalid_input"),
+        ("format=xml", 422, "invalid_input"),
+        ("format=csv&table=everything", 422, "invalid_input"),
+        ("table=rows", 400, "invalid_request"),
+        ("group=rep", 400, "invalid_request"),
+        ("days=-1", 400, "invalid_request"),
+    ] {
+        let (st, e) = sales(s, query).await;
+        assert_eq!((st, code(&e)), (status, expected), "{query}: {e}");
+    }
+    let (st, ok) = sales(s, "period=month&from=2024-02-01&to=2026-01-31").await;
+    assert_eq!(st, 200, "24 months is allowed: {ok}");
+}
+
+#[tokio::test]
+async fn blind_spots_group_concrete_memos_without_a_need() {
+    let s = shared();
+    let team = "blind-team";
+    let texts = [
+        "客户想安排质检团队下周来工厂参观产线",
+        "经销商老板说下个月想带几个店长来工厂参观产线",
+        VAGUE,
+        PRICE,
+    ];
+    let mut blind = Vec::new();
+    for t in texts {
+        let r = tag(s, json!({"text": t, "team": team})).await;
+        if r["needs"].as_array().unwrap().is_empty() && r["vague"]["flag"] == false {
+            blind.push(r["memo_id"].as_str().unwrap().to_string());
+        }
+    }
+    let (st, b) = send(
+        client()
+            .get(s.url(&format!("/v1/memos/blind-spots?team={team}")))
+            .header("authorization", bearer(REVIEW)),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["scanned"], blind.len(), "{b}");
+    let grouped: Vec<&str> = b["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["examples"].as_array().unwrap())
+        .map(|e| e["memo_id"].as_str().unwrap())
+        .collect();
+    for id in &blind {
+        assert!(grouped.contains(&id.as_str()), "{id} in {b}");
+    }
+    if blind.len() == 2 {
+        let word = b["groups"][0]["word"].as_str().unwrap();
+        assert!(["参观", "工厂", "产线"].contains(&word), "{b}");
+    }
+    let (st, e) = send(
+        client()
+            .get(s.url("/v1/memos/blind-spots?vague=true"))
+            .header("authorization", bearer(REVIEW)),
+    )
+    .await;
+    assert_eq!((st, code(&e)), (400, "invalid_request"));
+}
+
+#[tokio::test]
+async fn retag_compares_the_library_on_disk_without_changing_the_archive() {
+    let cfg = with_keys("archive-retag");
+    let lib = cfg.library.clone().unwrap();
+    let s = Server::start(cfg.clone(), true);
+    let stored = tag(&s, json!({"text": PRICE, "rep_id": "rt"})).await;
+    let id = stored["memo_id"].as_str().unwrap().to_string();
+    let need = stored["needs"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(need, "price_concern");
+    let (st, _) = send(
+        client()
+            .post(s.url(&format!("/v1/memos/{id}/review")))
+            .header("authorization", bearer(REVIEW))
+            .json(&json!({"marks": [{"kind": "need", "id": need, "verdict": "confirm"}]})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let retag = |body: Value, key: &str| {
+        client()
+            .post(s.url("/v1/memos/retag"))
+            .header("authorization", bearer(key))
+            .json(&body)
+    };
+    // The library on disk as loaded: nothing changes.
+    let (st, r) = send(retag(json!({}), REVIEW)).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["memos"], 1);
+    assert_eq!(r["changed"], 0);
+    assert_eq!(r["reviewed"], 1);
+    assert_eq!(r["needs"]["before"]["f1"], 1.0);
+    // Take the price need's words away on disk: the reviewed memo is lost, before any reload.
+    let general = lib.join("needs/general.toml");
+    let text = std::fs::read_to_string(&general).unwrap();
+    let start = text.find("id = \"price_concern\"").unwrap();
+    let kw = start + text[start..].find("keywords = [").unwrap();
+    let end = kw + text[kw..].find(']').unwrap();
+    let syn = end + text[end..].find("synonyms = [").unwrap();
+    let syn_end = syn + text[syn..].find(']').unwrap();
+    let changed = format!(
+        "{}keywords = [\"价格异议专用词\"]{}synonyms = []{}",
+        &text[..kw],
+        &text[end + 1..syn],
+        &text[syn_end + 1..]
+    );
+    std::fs::write(&general, changed).unwrap();
+    let (st, r) = send(retag(json!({"since": "2020-01-01", "limit": 10}), REVIEW)).await;
+    assert_eq!(st, 200, "{r}");
+    if r["changed"] == 1 {
+        assert_eq!(r["lost"][0]["memo_id"], id, "{r}");
+        assert_eq!(r["lost"][0]["removed"], json!(["need:price_concern"]));
+        assert!(r["needs"]["after"]["recall"].as_f64().unwrap() < 1.0);
+    }
+    assert_ne!(r["candidate_version"], stored["library_version"]);
+    // Nothing stored changed.
+    let (_, got) = send(
+        client()
+            .get(s.url(&format!("/v1/memos/{id}")))
+            .header("authorization", bearer(REVIEW)),
+    )
+    .await;
+    let answered: Vec<&Value> = stored["needs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["id"])
+        .collect();
+    assert_eq!(got["needs"], json!(answered));
+    for (body, status, expected) in [
+        (json!({"limit": 0}), 422, "invalid_input"),
+        (json!({"limit": 100000}), 422, "invalid_input"),
+        (json!({"since": "soon"}), 422, "invalid_input"),
+        (json!({"library": "/etc"}), 400, "invalid_json"),
+    ] {
+        let (st, e) = send(retag(body.clone(), REVIEW)).await;
+        assert_eq!((st, code(&e)), (status, expected), "{body}: {e}");
+    }
+    let (st, e) = send(retag(json!({}), TAG)).await;
+    assert_eq!((st, code(&e)), (403, "forbidden"));
+    drop(s);
 }
 
 #[tokio::test]

@@ -117,7 +117,7 @@ fn record(archive: &Archive, memo: serde_json::Result<NewMemo>) -> Result<NewMem
 }
 
 /// The archive, after checking the key for `scope`.
-fn archive(
+pub(super) fn archive(
     state: &AppState,
     headers: &HeaderMap,
     scope: Scope,
@@ -173,6 +173,9 @@ pub struct ListQuery {
     pub from: Option<String>,
     /// recorded_at before: RFC 3339, or a date (through the end of that day, +08:00).
     pub to: Option<String>,
+    /// Text contains this (a substring; not indexed: combine with rep_id, customer_id or a
+    /// time range on a large archive).
+    pub q: Option<String>,
     /// Memos per page (default 50, at most 500).
     pub limit: Option<usize>,
     /// The `next` of the previous page.
@@ -215,6 +218,12 @@ impl ListQuery {
             reviewed: self.reviewed,
             from: bound("from", &self.from, false)?,
             to: bound("to", &self.to, true)?,
+            text: self
+                .q
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
         })
     }
 }
@@ -226,6 +235,7 @@ impl ListQuery {
         ("vague" = Option<bool>, Query), ("high_value" = Option<bool>, Query), ("no_need" = Option<bool>, Query),
         ("reviewed" = Option<bool>, Query), ("from" = Option<String>, Query, description = "RFC 3339 or a date"),
         ("to" = Option<String>, Query, description = "RFC 3339 or a date (inclusive)"),
+        ("q" = Option<String>, Query, description = "the text contains this (not indexed)"),
         ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = Page), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)),
     security(("api_key" = [])))]
@@ -435,4 +445,150 @@ pub async fn export(State(state): Shared, req: Request) -> Result<Response, ApiE
         out.push('\n');
     }
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response())
+}
+
+/// Memos read for the blind spots, newest first.
+const BLIND_SCAN: usize = 1000;
+/// Groups of blind spots shown.
+const BLIND_GROUPS: usize = 20;
+
+/// The library's blind spots: the newest memos (at most 1000, filtered as the list is) that are
+/// not vague yet got no need, grouped by the words they share most (jieba, the library's
+/// dictionary).
+#[utoipa::path(get, path = "/v1/memos/blind-spots", tag = "archive",
+    params(("rep_id" = Option<String>, Query), ("team" = Option<String>, Query), ("domain" = Option<String>, Query),
+        ("from" = Option<String>, Query), ("to" = Option<String>, Query)),
+    responses((status = 200, body = crate::archive::blind::BlindSpots), (status = 403, body = super::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn blind_spots(
+    State(state): Shared,
+    req: Request,
+) -> Result<Json<crate::archive::blind::BlindSpots>, ApiError> {
+    use crate::archive::blind::{self, BlindMemo};
+    let (archive, _) = archive(&state, req.headers(), Scope::Review)?;
+    let q = query(&req)?;
+    if q.limit.is_some() || q.cursor.is_some() || q.vague.is_some() || q.no_need.is_some() {
+        return Err(ApiError::new(
+            Code::InvalidRequest,
+            "blind spots are the newest non-vague memos without a need: limit, cursor, vague and no_need do not apply",
+        ));
+    }
+    let filter = Filter {
+        vague: Some(false),
+        no_need: Some(true),
+        ..q.filter()?
+    };
+    let page = archive
+        .call(move |s| s.list(&filter, None, BLIND_SCAN))
+        .await?;
+    let memos: Vec<BlindMemo> = page
+        .items
+        .into_iter()
+        .map(|m| BlindMemo {
+            memo_id: m.memo_id,
+            recorded_at: m.recorded_at,
+            text: m.text,
+        })
+        .collect();
+    let engine = state.get()?.engine.current();
+    let spots = tokio::task::spawn_blocking(move || {
+        let seg = engine.matcher.segmenter();
+        blind::group(
+            memos,
+            |t| seg.words(t).into_iter().map(str::to_string).collect(),
+            BLIND_GROUPS,
+        )
+    })
+    .await
+    .map_err(|_| ApiError::new(Code::Internal, "grouping the blind spots failed"))?;
+    Ok(Json(spots))
+}
+
+/// Memos re-tagged by one request unless `limit` says otherwise, and the most it may say.
+const RETAG_DEFAULT: usize = 300;
+const RETAG_MAX: usize = 2000;
+/// Memos listed in each list of a re-tag report.
+const RETAG_KEEP: usize = 200;
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetagRequest {
+    /// Only memos recorded on or after this (RFC 3339 or a date).
+    #[serde(default)]
+    pub since: Option<String>,
+    /// The newest this many memos (default 300, at most 2000).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// Re-tag the newest stored memos with the library on disk at the configured path (what
+/// `POST /v1/library/reload` would load) and compare with what is stored: memo by memo gains
+/// and losses, and precision, recall and F1 before and after on the reviewed ones. Nothing is
+/// changed, and no other library path can be named.
+#[utoipa::path(post, path = "/v1/memos/retag", tag = "archive", request_body = RetagRequest,
+    responses((status = 200, body = crate::archive::retag::RetagReport), (status = 403, body = super::error::ErrorBody),
+        (status = 422, description = "invalid input, or the library on disk is invalid (its problems listed)", body = super::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn retag(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<crate::archive::retag::RetagReport>, ApiError> {
+    use crate::archive::retag;
+    let (archive, caller) = archive(&state, &headers, Scope::Review)?;
+    let pace = super::body::Pace {
+        min_rate: state.cfg.server.min_body_rate,
+        grace: Duration::from_secs(state.cfg.server.body_grace_s),
+    };
+    let bytes = super::body::read(body, &headers, REVIEW_BODY_LIMIT, pace).await?;
+    let req: RetagRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        RetagRequest::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::new(Code::InvalidJson, e.to_string()))?
+    };
+    let limit = req.limit.unwrap_or(RETAG_DEFAULT);
+    if limit == 0 || limit > RETAG_MAX {
+        return Err(ApiError::new(
+            Code::InvalidInput,
+            format!("limit must lie in 1..={RETAG_MAX}"),
+        ));
+    }
+    let since = req
+        .since
+        .as_deref()
+        .map(|s| {
+            crate::archive::parse_bound(s, false).ok_or_else(|| {
+                ApiError::new(
+                    Code::InvalidInput,
+                    format!(
+                        "since {} is neither an RFC 3339 time nor a date such as 2026-03-04",
+                        crate::error::excerpt(s)
+                    ),
+                )
+            })
+        })
+        .transpose()?;
+    let engine = state.get()?.engine.clone();
+    let filter = Filter {
+        from: since,
+        ..Filter::default()
+    };
+    let memos = archive
+        .call(move |s| retag::memos(s, &filter, limit))
+        .await?;
+    let cfg = state.cfg.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let matcher = engine.candidate()?;
+        let version = matcher.lib.version.clone();
+        let how = crate::pipeline::TagOptions::from_config(&cfg, matcher.has_semantic());
+        let mut tag = retag::tagger(&matcher, how);
+        let report = retag::compare(&memos, &version, &mut tag, RETAG_KEEP);
+        drop(tag);
+        report
+    })
+    .await
+    .map_err(|_| ApiError::new(Code::Internal, "the re-tag failed; it has been logged"))??;
+    tracing::info!(caller = %caller.name, memos = report.memos, candidate = %report.candidate_version, "archive re-tagged (nothing changed)");
+    Ok(Json(report))
 }

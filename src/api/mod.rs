@@ -15,6 +15,7 @@ mod panics;
 mod queue;
 mod request;
 mod routes;
+mod sales;
 mod serve;
 mod upload;
 
@@ -209,6 +210,8 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
         .route("/console/{*file}", get(console::asset))
         .route("/v1/memos", post(routes::memos).get(memos::list))
         .route("/v1/memos/export", get(memos::export))
+        .route("/v1/memos/blind-spots", get(memos::blind_spots))
+        .route("/v1/memos/retag", post(memos::retag))
         .route(
             "/v1/memos/{id}",
             get(memos::get_one).delete(memos::delete_one),
@@ -216,6 +219,7 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
         .route("/v1/memos/{id}/review", post(memos::review))
         .route("/v1/memos/{id}/audio", get(memos::audio))
         .route("/v1/customers/{id}/memos", delete(memos::delete_customer))
+        .route("/v1/metrics/sales", get(sales::sales))
         .route("/v1/tag", post(routes::tag))
         .route("/v1/tag/batch", post(routes::tag_batch))
         .route("/v1/library", get(routes::library))

@@ -10,7 +10,11 @@
 //! never be overtaken by the store of the memo it deletes.
 
 pub mod postgres;
+pub mod blind;
+pub mod metrics;
+pub mod retag;
 pub mod sqlite;
+pub mod synthetic;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -23,6 +27,7 @@ use utoipa::ToSchema;
 
 use crate::config::ArchiveConfig;
 use crate::result::{MemoResult, Tags, TextResult};
+use metrics::{CountRow, MetricsQuery, TagRow, UrgentCustomer, UrgentQuery};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -100,6 +105,8 @@ pub struct NewMemo {
     pub ruled_out: Vec<String>,
     pub vague: bool,
     pub high_value: bool,
+    /// Of `actions`, those of the library's high tier when tagged.
+    pub high_value_actions: usize,
     pub total_ms: f64,
     /// The result JSON exactly as it was answered.
     pub result: String,
@@ -130,6 +137,11 @@ impl NewMemo {
             ruled_out: tags.ruled_out.iter().map(|r| r.id.clone()).collect(),
             vague: tags.vague.flag,
             high_value: tags.high_value,
+            high_value_actions: tags
+                .actions
+                .iter()
+                .filter(|a| a.tier == crate::library::Tier::High)
+                .count(),
             total_ms: 0.0,
             result: String::new(),
             audio: None,
@@ -315,6 +327,8 @@ pub struct Filter {
     pub from: Option<DateTime<FixedOffset>>,
     /// `recorded_at` before this.
     pub to: Option<DateTime<FixedOffset>>,
+    /// The text contains this (not indexed: narrow by rep, customer or time for speed).
+    pub text: Option<String>,
 }
 
 /// One page of a list, newest stored first; `next` is the cursor of the following page.
@@ -368,6 +382,24 @@ pub trait Store: Send {
     fn audio(&mut self, memo_id: &str) -> Result<Option<Audio>>;
     /// Delete the audio stored before `before` (the memos stay); the number deleted.
     fn purge_audio(&mut self, before: DateTime<Utc>) -> Result<usize>;
+
+    // The manager's numbers ([`metrics`]). They read rollups that `store`, `delete`,
+    // `delete_customer` and `purge` keep up to date in their own transaction (a deleted memo
+    // leaves every number), so their cost follows the number of groups and periods asked for,
+    // not the number of memos.
+
+    /// Memos, vague memos and memos with a need, per period start (`q.first..=q.last`) and
+    /// group, for the memos matching `q`'s rep, team and domain; periods without memos are left
+    /// out. A memo's period is the one holding the local date of its `recorded_at`
+    /// ([`metrics::local_date`]); a memo without a rep, team or domain is in the group `""`.
+    fn metric_counts(&mut self, q: &MetricsQuery) -> Result<Vec<CountRow>>;
+    /// Memos tagged with each need (`kind` need) or action (`kind` action) by the engine, per
+    /// period start and group, as [`Store::metric_counts`] counts memos.
+    fn metric_tags(&mut self, q: &MetricsQuery, kind: TagKind) -> Result<Vec<TagRow>>;
+    /// Customers whose latest memo (by `recorded_at`; the later stored one on a tie) states one
+    /// of `q.needs` and was recorded at least `q.days` days before `q.now_ms`, narrowed by rep,
+    /// team and domain of that memo; the longest waiting first, at most `q.limit`.
+    fn open_urgent(&mut self, q: &UrgentQuery) -> Result<Vec<UrgentCustomer>>;
 }
 
 /// Open the store the configuration names: the PostgreSQL server at `archive.url` when it is

@@ -580,4 +580,32 @@ impl Store for Postgres {
             &[&before.timestamp_millis()],
         )? as usize)
     }
+
+    fn metric_counts(
+        &mut self,
+        _q: &super::metrics::MetricsQuery,
+    ) -> Result<Vec<super::metrics::CountRow>> {
+        Err(ArchiveError::Invalid(
+            "the manager's numbers are not kept on PostgreSQL yet".into(),
+        ))
+    }
+
+    fn metric_tags(
+        &mut self,
+        _q: &super::metrics::MetricsQuery,
+        _kind: TagKind,
+    ) -> Result<Vec<super::metrics::TagRow>> {
+        Err(ArchiveError::Invalid(
+            "the manager's numbers are not kept on PostgreSQL yet".into(),
+        ))
+    }
+
+    fn open_urgent(
+        &mut self,
+        _q: &super::metrics::UrgentQuery,
+    ) -> Result<Vec<super::metrics::UrgentCustomer>> {
+        Err(ArchiveError::Invalid(
+            "the manager's numbers are not kept on PostgreSQL yet".into(),
+        ))
+    }
 }

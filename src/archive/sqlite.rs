@@ -3,13 +3,14 @@
 //! `schema_migrations`). Deleted memos are overwritten on disk (`secure_delete`): memo text is
 //! customer data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::metrics::{self, CountRow, MetricsQuery, Period, TagRow, UrgentCustomer, UrgentQuery};
 use super::{
     ArchiveError, Audio, ExportLine, Filter, Labels, Mark, NewMemo, Page, Result, ReviewMark,
     Source, Store, StoredMemo, StoredResult, TagKind, Verdict,
@@ -81,14 +82,104 @@ CREATE TABLE memo_audio (
 CREATE INDEX memo_audio_stored ON memo_audio (stored_ms);
 "#,
     ),
+    (
+        3,
+        "rollups for the manager's numbers",
+        r#"
+-- Memos per period (week, month), period start and (rep, team, domain); '' where a memo did not
+-- say. Kept by store, delete and purge in their own transaction.
+CREATE TABLE metric_memos (
+    period    TEXT NOT NULL,
+    bucket    TEXT NOT NULL,
+    rep_id    TEXT NOT NULL,
+    team      TEXT NOT NULL,
+    domain    TEXT NOT NULL,
+    memos     INTEGER NOT NULL,
+    vague     INTEGER NOT NULL,
+    with_need INTEGER NOT NULL,
+    actions   INTEGER NOT NULL,
+    high_actions INTEGER NOT NULL,
+    PRIMARY KEY (period, bucket, rep_id, team, domain)
+) WITHOUT ROWID;
+-- Memos tagged with each need and action (kind), likewise.
+CREATE TABLE metric_tags (
+    period TEXT NOT NULL,
+    kind   TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    rep_id TEXT NOT NULL,
+    team   TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    tag    TEXT NOT NULL,
+    memos  INTEGER NOT NULL,
+    PRIMARY KEY (period, kind, bucket, rep_id, team, domain, tag)
+) WITHOUT ROWID;
+-- Each customer's latest memo (by recorded_at, then by storing order) and its needs
+-- (' a b ': space-separated, spaces around).
+CREATE TABLE customer_last (
+    customer_id TEXT PRIMARY KEY,
+    memo_id     TEXT NOT NULL,
+    recorded_ms INTEGER NOT NULL,
+    recorded_at TEXT NOT NULL,
+    rep_id      TEXT,
+    team        TEXT,
+    domain      TEXT,
+    needs       TEXT NOT NULL
+);
+-- A memo's actions of the library's high tier when it was tagged.
+ALTER TABLE memos ADD COLUMN high_actions INTEGER NOT NULL DEFAULT 0;
+UPDATE memos SET high_actions = (SELECT COUNT(*) FROM json_each(memos.result, '$.actions')
+    WHERE json_extract(json_each.value, '$.tier') = 'high');
+CREATE INDEX customer_last_recorded ON customer_last (recorded_ms);
+-- A tag filter of the list walks this index newest first instead of every memo.
+ALTER TABLE memo_tags ADD COLUMN seq INTEGER;
+UPDATE memo_tags SET seq = (SELECT m.seq FROM memos m WHERE m.memo_id = memo_tags.memo_id);
+DROP INDEX memo_tags_tag;
+CREATE INDEX memo_tags_seq ON memo_tags (kind, tag, seq);
+CREATE INDEX memos_customer_recorded ON memos (customer_id, recorded_ms, seq);
+-- The memos stored before this version. A period starts on the local date of recorded_at:
+-- the Monday of its week, the first of its month.
+CREATE TEMP TABLE rollup_source AS
+    SELECT memo_id, COALESCE(rep_id, '') AS rep_id, COALESCE(team, '') AS team,
+        COALESCE(domain, '') AS domain, vague, need_count, high_actions,
+        (SELECT COUNT(*) FROM memo_tags t WHERE t.memo_id = memos.memo_id AND t.kind = 'action') AS actions,
+        date(substr(recorded_at, 1, 10), 'weekday 0', '-6 days') AS week,
+        date(substr(recorded_at, 1, 10), 'start of month') AS month
+    FROM memos WHERE date(substr(recorded_at, 1, 10)) IS NOT NULL;
+INSERT INTO metric_memos (period, bucket, rep_id, team, domain, memos, vague, with_need, actions, high_actions)
+    SELECT 'week', week, rep_id, team, domain, COUNT(*), SUM(vague), SUM(need_count > 0), SUM(actions), SUM(high_actions)
+    FROM rollup_source GROUP BY week, rep_id, team, domain;
+INSERT INTO metric_memos (period, bucket, rep_id, team, domain, memos, vague, with_need, actions, high_actions)
+    SELECT 'month', month, rep_id, team, domain, COUNT(*), SUM(vague), SUM(need_count > 0), SUM(actions), SUM(high_actions)
+    FROM rollup_source GROUP BY month, rep_id, team, domain;
+INSERT INTO metric_tags (period, kind, bucket, rep_id, team, domain, tag, memos)
+    SELECT 'week', t.kind, s.week, s.rep_id, s.team, s.domain, t.tag, COUNT(*)
+    FROM rollup_source s JOIN memo_tags t ON t.memo_id = s.memo_id
+    WHERE t.kind IN ('need', 'action')
+    GROUP BY t.kind, s.week, s.rep_id, s.team, s.domain, t.tag;
+INSERT INTO metric_tags (period, kind, bucket, rep_id, team, domain, tag, memos)
+    SELECT 'month', t.kind, s.month, s.rep_id, s.team, s.domain, t.tag, COUNT(*)
+    FROM rollup_source s JOIN memo_tags t ON t.memo_id = s.memo_id
+    WHERE t.kind IN ('need', 'action')
+    GROUP BY t.kind, s.month, s.rep_id, s.team, s.domain, t.tag;
+DROP TABLE rollup_source;
+INSERT INTO customer_last (customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain, needs)
+    SELECT customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain,
+        ' ' || COALESCE((SELECT group_concat(t.tag, ' ') FROM memo_tags t
+            WHERE t.memo_id = latest.memo_id AND t.kind = 'need'), '') || ' ' FROM (
+        SELECT customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain,
+            ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY recorded_ms DESC, seq DESC) AS n
+        FROM memos WHERE customer_id IS NOT NULL) AS latest
+    WHERE n = 1;
+"#,
+    ),
 ];
 
 pub struct Sqlite {
     conn: Connection,
 }
 
-const COLUMNS: &str = "seq, memo_id, source, rep_id, customer_id, team, domain, recorded_at, \
-    stored_at, stored_by, text, library_version, vague, high_value";
+const COLUMNS: &str = "m.seq, m.memo_id, m.source, m.rep_id, m.customer_id, m.team, m.domain, \
+    m.recorded_at, m.stored_at, m.stored_by, m.text, m.library_version, m.vague, m.high_value";
 
 impl Sqlite {
     /// Open (creating the file and its directory) and migrate.
@@ -147,6 +238,30 @@ impl Sqlite {
         let mut db = Sqlite { conn };
         db.migrate_to(target)?;
         Ok(db)
+    }
+
+
+    /// Write the write-ahead log into the main file and truncate it.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// A file brought only up to schema `version` (tests of the migrations).
+    #[doc(hidden)]
+    pub fn open_at_version(path: &Path, version: i64) -> Result<Sqlite> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut db = Sqlite { conn };
+        db.migrate_to(version)?;
+        Ok(db)
+    }
+
+    /// Run a statement on a file opened with [`Sqlite::open_at_version`] (tests).
+    #[doc(hidden)]
+    pub fn execute_raw(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<usize> {
+        Ok(self.conn.execute(sql, args)?)
     }
 
     fn migrate_to(&mut self, target: i64) -> Result<()> {
@@ -236,10 +351,29 @@ impl Sqlite {
             .is_some())
     }
 
-    /// The WHERE clause and its parameters for `filter`.
-    fn conditions(filter: &Filter) -> (String, Vec<Value>) {
-        let mut sql = String::from(" WHERE 1 = 1");
+    /// The FROM and WHERE clauses, the column to order by and the parameters for `filter`.
+    /// With a need or action filter the memos are read through that tag's index (newest
+    /// first), so a rare tag costs as little as a common one.
+    fn conditions(filter: &Filter) -> (String, &'static str, Vec<Value>) {
         let mut args: Vec<Value> = Vec::new();
+        let (mut sql, order, driving) = match (&filter.need, &filter.action) {
+            (Some(v), _) | (None, Some(v)) => {
+                let kind = if filter.need.is_some() {
+                    "need"
+                } else {
+                    "action"
+                };
+                args.push(Value::Text(v.clone()));
+                (
+                    format!(
+                        " memo_tags d JOIN memos m ON m.seq = d.seq WHERE d.kind = '{kind}' AND d.tag = ?1"
+                    ),
+                    "d.seq",
+                    Some(kind),
+                )
+            }
+            (None, None) => (" memos m WHERE 1 = 1".to_string(), "m.seq", None),
+        };
         let text = |v: &String| Value::Text(v.clone());
         for (column, v) in [
             ("rep_id", &filter.rep_id),
@@ -253,6 +387,9 @@ impl Sqlite {
             }
         }
         for (kind, v) in [("need", &filter.need), ("action", &filter.action)] {
+            if driving == Some(kind) {
+                continue;
+            }
             if let Some(v) = v {
                 args.push(text(v));
                 sql.push_str(&format!(
@@ -276,10 +413,15 @@ impl Sqlite {
         }
         if let Some(reviewed) = filter.reviewed {
             sql.push_str(if reviewed {
-                " AND EXISTS (SELECT 1 FROM reviews r WHERE r.memo_id = m.memo_id)"
+                // Reviewed memos are few: start from them.
+                " AND m.seq IN (SELECT s.seq FROM reviews r JOIN memos s ON s.memo_id = r.memo_id)"
             } else {
                 " AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.memo_id = m.memo_id)"
             });
+        }
+        if let Some(t) = filter.text.as_deref().filter(|t| !t.is_empty()) {
+            args.push(Value::Text(t.to_string()));
+            sql.push_str(&format!(" AND instr(m.text, ?{}) > 0", args.len()));
         }
         if let Some(t) = filter.from {
             args.push(Value::Integer(t.timestamp_millis()));
@@ -289,7 +431,7 @@ impl Sqlite {
             args.push(Value::Integer(t.timestamp_millis()));
             sql.push_str(&format!(" AND m.recorded_ms < ?{}", args.len()));
         }
-        (sql, args)
+        (sql, order, args)
     }
 }
 
@@ -361,6 +503,266 @@ pub(super) fn recorded(m: &NewMemo) -> (String, i64) {
     }
 }
 
+/// The WHERE clause of a rollup read.
+fn rollup_conditions(q: &MetricsQuery, kind: Option<TagKind>) -> (String, Vec<Value>) {
+    let mut args = vec![
+        Value::Text(q.period.as_str().into()),
+        Value::Text(metrics::bucket(q.first)),
+        Value::Text(metrics::bucket(q.last)),
+    ];
+    let mut sql = String::from("period = ?1 AND bucket >= ?2 AND bucket <= ?3");
+    if let Some(k) = kind {
+        args.push(Value::Text(k.as_str().into()));
+        sql.push_str(&format!(" AND kind = ?{}", args.len()));
+    }
+    for (column, v) in [
+        ("rep_id", &q.rep_id),
+        ("team", &q.team),
+        ("domain", &q.domain),
+    ] {
+        if let Some(v) = v {
+            args.push(Value::Text(v.clone()));
+            sql.push_str(&format!(" AND {column} = ?{}", args.len()));
+        }
+    }
+    (sql, args)
+}
+
+type RollupKey = (Period, String, [String; 3]);
+
+/// What the rollups count of one memo.
+struct Tally<'a> {
+    recorded_at: &'a str,
+    group: [&'a Option<String>; 3],
+    vague: bool,
+    needs: &'a [String],
+    actions: &'a [String],
+    high_actions: i64,
+}
+
+/// Changes to the rollups, summed in memory and written once per key.
+#[derive(Default)]
+struct Rollup {
+    /// (memos, vague, with_need, actions, high_actions)
+    memos: HashMap<RollupKey, [i64; 5]>,
+    tags: HashMap<(RollupKey, &'static str, String), i64>,
+}
+
+impl Rollup {
+    /// Count (`sign` 1) or uncount (-1) one memo.
+    fn add(&mut self, memo: Tally<'_>, sign: i64) {
+        let Tally {
+            recorded_at,
+            group,
+            vague,
+            needs,
+            actions,
+            high_actions,
+        } = memo;
+        let Some(day) = metrics::local_date(recorded_at) else {
+            return;
+        };
+        let group = group.map(|g| g.clone().unwrap_or_default());
+        for period in Period::ALL {
+            let key = (period, metrics::bucket(period.start(day)), group.clone());
+            let m = self.memos.entry(key.clone()).or_default();
+            m[0] += sign;
+            m[1] += sign * i64::from(vague);
+            m[2] += sign * i64::from(!needs.is_empty());
+            m[3] += sign * actions.len() as i64;
+            m[4] += sign * high_actions;
+            for (kind, tags) in [("need", needs), ("action", actions)] {
+                // A tag once per memo, as memo_tags holds it.
+                let unique: std::collections::BTreeSet<&String> = tags.iter().collect();
+                for t in unique {
+                    *self.tags.entry((key.clone(), kind, t.clone())).or_default() += sign;
+                }
+            }
+        }
+    }
+
+    fn apply(self, tx: &Connection) -> Result<()> {
+        let mut memos = tx.prepare_cached(
+            "INSERT INTO metric_memos (period, bucket, rep_id, team, domain, memos, vague, with_need, actions, high_actions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (period, bucket, rep_id, team, domain) DO UPDATE SET
+                memos = metric_memos.memos + excluded.memos,
+                vague = metric_memos.vague + excluded.vague,
+                with_need = metric_memos.with_need + excluded.with_need,
+                actions = metric_memos.actions + excluded.actions,
+                high_actions = metric_memos.high_actions + excluded.high_actions",
+        )?;
+        let mut empty_memos = tx.prepare_cached(
+            "DELETE FROM metric_memos WHERE period = ?1 AND bucket = ?2 AND rep_id = ?3
+                AND team = ?4 AND domain = ?5 AND memos <= 0",
+        )?;
+        for ((period, bucket, [rep, team, domain]), [n, vague, with_need, actions, high]) in
+            &self.memos
+        {
+            if *n == 0 {
+                continue;
+            }
+            memos.execute(params![
+                period.as_str(),
+                bucket,
+                rep,
+                team,
+                domain,
+                n,
+                vague,
+                with_need,
+                actions,
+                high
+            ])?;
+            if *n < 0 {
+                empty_memos.execute(params![period.as_str(), bucket, rep, team, domain])?;
+            }
+        }
+        let mut tags = tx.prepare_cached(
+            "INSERT INTO metric_tags (period, kind, bucket, rep_id, team, domain, tag, memos)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (period, kind, bucket, rep_id, team, domain, tag) DO UPDATE SET
+                memos = metric_tags.memos + excluded.memos",
+        )?;
+        let mut empty_tags = tx.prepare_cached(
+            "DELETE FROM metric_tags WHERE period = ?1 AND kind = ?2 AND bucket = ?3
+                AND rep_id = ?4 AND team = ?5 AND domain = ?6 AND tag = ?7 AND memos <= 0",
+        )?;
+        for (((period, bucket, [rep, team, domain]), kind, tag), n) in &self.tags {
+            if *n == 0 {
+                continue;
+            }
+            tags.execute(params![
+                period.as_str(),
+                kind,
+                bucket,
+                rep,
+                team,
+                domain,
+                tag,
+                n
+            ])?;
+            if *n < 0 {
+                empty_tags.execute(params![
+                    period.as_str(),
+                    kind,
+                    bucket,
+                    rep,
+                    team,
+                    domain,
+                    tag
+                ])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sqlite {
+    /// Delete the memos matching `cond` (one parameter, `?1`) with their tags and reviews, take
+    /// them out of the rollups and find their customers' latest memo again: one transaction.
+    fn remove(&mut self, cond: &str, arg: Value) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let deleted;
+        {
+            let mut memos: HashMap<String, (NewGroup, String, bool, i64)> = HashMap::new();
+            let mut customers = std::collections::BTreeSet::new();
+            {
+                let mut st = tx.prepare(&format!(
+                    "SELECT memo_id, rep_id, team, domain, recorded_at, vague, customer_id, high_actions
+                     FROM memos WHERE {cond}"
+                ))?;
+                let mut rows = st.query([&arg])?;
+                while let Some(r) = rows.next()? {
+                    memos.insert(
+                        r.get(0)?,
+                        (
+                            [r.get(1)?, r.get(2)?, r.get(3)?],
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(7)?,
+                        ),
+                    );
+                    if let Some(c) = r.get::<_, Option<String>>(6)? {
+                        customers.insert(c);
+                    }
+                }
+            }
+            if memos.is_empty() {
+                return Ok(0);
+            }
+            let mut tags: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
+            {
+                let mut st = tx.prepare(&format!(
+                    "SELECT memo_id, kind, tag FROM memo_tags
+                     WHERE kind IN ('need', 'action')
+                        AND memo_id IN (SELECT memo_id FROM memos WHERE {cond})"
+                ))?;
+                let mut rows = st.query([&arg])?;
+                while let Some(r) = rows.next()? {
+                    let e = tags.entry(r.get(0)?).or_default();
+                    let kind: String = r.get(1)?;
+                    if kind == "need" {
+                        e.0.push(r.get(2)?);
+                    } else {
+                        e.1.push(r.get(2)?);
+                    }
+                }
+            }
+            let mut rollup = Rollup::default();
+            let none = (Vec::new(), Vec::new());
+            for (id, ([rep, team, domain], recorded_at, vague, high)) in &memos {
+                let (needs, actions) = tags.get(id).unwrap_or(&none);
+                rollup.add(
+                    Tally {
+                        recorded_at,
+                        group: [rep, team, domain],
+                        vague: *vague,
+                        needs,
+                        actions,
+                        high_actions: *high,
+                    },
+                    -1,
+                );
+            }
+            rollup.apply(&tx)?;
+            deleted = tx.execute(&format!("DELETE FROM memos WHERE {cond}"), [&arg])?;
+            let mut forget =
+                tx.prepare_cached("DELETE FROM customer_last WHERE customer_id = ?1")?;
+            let mut latest = tx.prepare_cached(
+                "INSERT INTO customer_last (customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain, needs)
+                 SELECT customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain, ''
+                 FROM memos WHERE customer_id = ?1 ORDER BY recorded_ms DESC, seq DESC LIMIT 1",
+            )?;
+            let mut needs = tx.prepare_cached(
+                "SELECT t.tag FROM customer_last c JOIN memo_tags t ON t.memo_id = c.memo_id
+                 WHERE c.customer_id = ?1 AND t.kind = 'need' ORDER BY t.tag",
+            )?;
+            let mut set_needs =
+                tx.prepare_cached("UPDATE customer_last SET needs = ?2 WHERE customer_id = ?1")?;
+            for c in &customers {
+                forget.execute([c])?;
+                if latest.execute([c])? > 0 {
+                    let tags = needs
+                        .query_map([c], |r| r.get::<_, String>(0))?
+                        .collect::<rusqlite::Result<Vec<String>>>()?;
+                    set_needs.execute(params![c, need_list(&tags)])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(deleted)
+    }
+}
+
+/// A memo's rep, team and domain.
+type NewGroup = [Option<String>; 3];
+
+/// Need ids as `customer_last.needs` holds them: space-separated, with a space around.
+fn need_list(needs: &[String]) -> String {
+    format!(" {} ", needs.join(" "))
+}
+
 impl Store for Sqlite {
     fn store(&mut self, memos: &[NewMemo]) -> Result<()> {
         let tx = self.conn.transaction()?;
@@ -368,14 +770,47 @@ impl Store for Sqlite {
             let mut memo = tx.prepare_cached(
                 "INSERT INTO memos (memo_id, source, rep_id, customer_id, team, domain, recorded_at,
                     recorded_ms, stored_at, stored_ms, stored_by, text, library_version, need_count,
-                    vague, high_value, total_ms, result)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                    vague, high_value, total_ms, result, high_actions)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             )?;
             let mut tag = tx.prepare_cached(
-                "INSERT OR IGNORE INTO memo_tags (memo_id, kind, tag) VALUES (?1, ?2, ?3)",
+                "INSERT OR IGNORE INTO memo_tags (memo_id, kind, tag, seq) VALUES (?1, ?2, ?3, ?4)",
             )?;
+            let mut rollup = Rollup::default();
             for m in memos {
                 let (recorded_at, recorded_ms) = recorded(m);
+                rollup.add(
+                    Tally {
+                        recorded_at: &recorded_at,
+                        group: [&m.meta.rep_id, &m.meta.team, &m.meta.domain],
+                        vague: m.vague,
+                        needs: &m.needs,
+                        actions: &m.actions,
+                        high_actions: m.high_value_actions as i64,
+                    },
+                    1,
+                );
+                if let Some(c) = &m.meta.customer_id {
+                    tx.prepare_cached(
+                        "INSERT INTO customer_last (customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain, needs)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                         ON CONFLICT (customer_id) DO UPDATE SET memo_id = excluded.memo_id,
+                            recorded_ms = excluded.recorded_ms, recorded_at = excluded.recorded_at,
+                            rep_id = excluded.rep_id, team = excluded.team, domain = excluded.domain,
+                            needs = excluded.needs
+                         WHERE excluded.recorded_ms >= customer_last.recorded_ms",
+                    )?
+                    .execute(params![
+                        c,
+                        m.memo_id,
+                        recorded_ms,
+                        recorded_at,
+                        m.meta.rep_id,
+                        m.meta.team,
+                        m.meta.domain,
+                        need_list(&m.needs),
+                    ])?;
+                }
                 memo.execute(params![
                     m.memo_id,
                     m.source.as_str(),
@@ -395,14 +830,16 @@ impl Store for Sqlite {
                     m.high_value,
                     m.total_ms,
                     m.result,
+                    m.high_value_actions as i64,
                 ])?;
+                let seq = tx.last_insert_rowid();
                 for (kind, tags) in [
                     ("need", &m.needs),
                     ("action", &m.actions),
                     ("ruled_out", &m.ruled_out),
                 ] {
                     for t in tags {
-                        tag.execute(params![m.memo_id, kind, t])?;
+                        tag.execute(params![m.memo_id, kind, t, seq])?;
                     }
                 }
                 if let Some(a) = &m.audio {
@@ -412,6 +849,7 @@ impl Store for Sqlite {
                     )?;
                 }
             }
+            rollup.apply(&tx)?;
         }
         tx.commit()?;
         Ok(())
@@ -439,17 +877,17 @@ impl Store for Sqlite {
     }
 
     fn list(&mut self, filter: &Filter, cursor: Option<&str>, limit: usize) -> Result<Page> {
-        let (mut sql, mut args) = Sqlite::conditions(filter);
+        let (mut sql, order, mut args) = Sqlite::conditions(filter);
         if let Some(c) = cursor {
             let seq: i64 = c.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
                 ArchiveError::Invalid(format!("the cursor {c:?} is not one this archive gave"))
             })?;
             args.push(Value::Integer(seq));
-            sql.push_str(&format!(" AND m.seq < ?{}", args.len()));
+            sql.push_str(&format!(" AND {order} < ?{}", args.len()));
         }
         args.push(Value::Integer(limit as i64 + 1));
         let query = format!(
-            "SELECT {COLUMNS} FROM memos m{sql} ORDER BY m.seq DESC LIMIT ?{}",
+            "SELECT {COLUMNS} FROM{sql} ORDER BY {order} DESC LIMIT ?{}",
             args.len()
         );
         let mut st = self.conn.prepare(&query)?;
@@ -530,8 +968,8 @@ impl Store for Sqlite {
             reviewed: Some(true),
             ..filter.clone()
         };
-        let (sql, args) = Sqlite::conditions(&filter);
-        let query = format!("SELECT {COLUMNS} FROM memos m{sql} ORDER BY m.seq ASC");
+        let (sql, order, args) = Sqlite::conditions(&filter);
+        let query = format!("SELECT {COLUMNS} FROM{sql} ORDER BY {order} ASC");
         let mut st = self.conn.prepare(&query)?;
         let rows = st.query_map(rusqlite::params_from_iter(args), Sqlite::memo_from_row)?;
         let mut out = Vec::new();
@@ -559,23 +997,115 @@ impl Store for Sqlite {
     }
 
     fn delete(&mut self, memo_id: &str) -> Result<bool> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM memos WHERE memo_id = ?1", [memo_id])?
-            > 0)
+        Ok(self.remove("memo_id = ?1", Value::Text(memo_id.into()))? > 0)
     }
 
     fn delete_customer(&mut self, customer_id: &str) -> Result<usize> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM memos WHERE customer_id = ?1", [customer_id])?)
+        self.remove("customer_id = ?1", Value::Text(customer_id.into()))
     }
 
     fn purge(&mut self, before: DateTime<Utc>) -> Result<usize> {
-        Ok(self.conn.execute(
-            "DELETE FROM memos WHERE stored_ms < ?1",
-            [before.timestamp_millis()],
-        )?)
+        self.remove("stored_ms < ?1", Value::Integer(before.timestamp_millis()))
+    }
+
+    fn metric_counts(&mut self, q: &MetricsQuery) -> Result<Vec<CountRow>> {
+        let col = q.group_by.column();
+        let (cond, args) = rollup_conditions(q, None);
+        let sql = format!(
+            "SELECT bucket, {col}, SUM(memos), SUM(vague), SUM(with_need), SUM(actions), SUM(high_actions)
+             FROM metric_memos WHERE {cond} GROUP BY bucket, {col}"
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok(CountRow {
+                bucket: r.get(0)?,
+                group: r.get(1)?,
+                memos: r.get(2)?,
+                vague: r.get(3)?,
+                with_need: r.get(4)?,
+                actions: r.get(5)?,
+                high_value_actions: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn metric_tags(&mut self, q: &MetricsQuery, kind: TagKind) -> Result<Vec<TagRow>> {
+        let col = q.group_by.column();
+        let (cond, args) = rollup_conditions(q, Some(kind));
+        let sql = format!(
+            "SELECT bucket, {col}, tag, SUM(memos) FROM metric_tags
+             WHERE {cond} GROUP BY bucket, {col}, tag"
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok(TagRow {
+                bucket: r.get(0)?,
+                group: r.get(1)?,
+                tag: r.get(2)?,
+                memos: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn open_urgent(&mut self, q: &UrgentQuery) -> Result<Vec<UrgentCustomer>> {
+        if q.needs.is_empty() || q.limit == 0 {
+            return Ok(Vec::new());
+        }
+        const DAY_MS: i64 = 86_400_000;
+        let before = q.now_ms - i64::from(q.days) * DAY_MS;
+        let mut args = vec![Value::Integer(before)];
+        let mut sql = String::from(
+            "SELECT c.customer_id, c.memo_id, c.rep_id, c.team, c.domain, c.recorded_at, c.recorded_ms, c.needs
+             FROM customer_last c WHERE c.recorded_ms <= ?1",
+        );
+        let any: Vec<String> = q
+            .needs
+            .iter()
+            .map(|n| {
+                args.push(Value::Text(format!("% {n} %")));
+                format!("c.needs LIKE ?{}", args.len())
+            })
+            .collect();
+        sql.push_str(&format!(" AND ({})", any.join(" OR ")));
+        for (column, v) in [
+            ("rep_id", &q.rep_id),
+            ("team", &q.team),
+            ("domain", &q.domain),
+        ] {
+            if let Some(v) = v {
+                args.push(Value::Text(v.clone()));
+                sql.push_str(&format!(" AND c.{column} = ?{}", args.len()));
+            }
+        }
+        args.push(Value::Integer(q.limit as i64));
+        sql.push_str(&format!(
+            " ORDER BY c.recorded_ms, c.customer_id LIMIT ?{}",
+            args.len()
+        ));
+        let mut st = self.conn.prepare(&sql)?;
+        let mut rows = st.query(rusqlite::params_from_iter(args))?;
+        let mut out: Vec<UrgentCustomer> = Vec::new();
+        while let Some(r) = rows.next()? {
+            let recorded_ms: i64 = r.get(6)?;
+            let needs: String = r.get(7)?;
+            out.push(UrgentCustomer {
+                customer_id: r.get(0)?,
+                memo_id: r.get(1)?,
+                rep_id: r.get(2)?,
+                team: r.get(3)?,
+                domain: r.get(4)?,
+                recorded_at: r.get(5)?,
+                needs: needs
+                    .split_whitespace()
+                    .filter(|n| q.needs.iter().any(|u| u == n))
+                    .map(str::to_string)
+                    .collect(),
+                days_since: (q.now_ms - recorded_ms).div_euclid(DAY_MS),
+            });
+        }
+        Ok(out)
     }
 
     fn audio(&mut self, memo_id: &str) -> Result<Option<Audio>> {

@@ -72,6 +72,7 @@ fn memo(id: &str, customer: &str, needs: &[&str], recorded: &str) -> NewMemo {
         ruled_out: vec!["restock".into()],
         vague: needs.is_empty(),
         high_value: false,
+        high_value_actions: 0,
         total_ms: 1.0,
         result: TEXT_RESULT.into(),
         audio: None,
@@ -470,6 +471,19 @@ impl Store for Gated {
     fn purge_audio(&mut self, before: DateTime<Utc>) -> Result<usize> {
         self.inner.purge_audio(before)
     }
+    fn metric_counts(&mut self, q: &metrics::MetricsQuery) -> Result<Vec<metrics::CountRow>> {
+        self.inner.metric_counts(q)
+    }
+    fn metric_tags(
+        &mut self,
+        q: &metrics::MetricsQuery,
+        kind: TagKind,
+    ) -> Result<Vec<metrics::TagRow>> {
+        self.inner.metric_tags(q, kind)
+    }
+    fn open_urgent(&mut self, q: &metrics::UrgentQuery) -> Result<Vec<metrics::UrgentCustomer>> {
+        self.inner.open_urgent(q)
+    }
 }
 
 fn gated(queue: usize) -> (Archive, Arc<Mutex<()>>, Arc<std::sync::atomic::AtomicBool>) {
@@ -676,4 +690,293 @@ fn check_migrated(db: &mut dyn TestDb, previous: i64) {
     assert_eq!(m.labels.unwrap().needs, ["price"]);
     db.store(&[with_audio("after", "c", 0, b"RIFF")]).unwrap();
     assert!(db.audio("after").unwrap().is_some(), "the new step works");
+}
+
+/// Every row of the rollups, sorted.
+fn rollups(db: &Sqlite) -> Vec<String> {
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT period || '|' || bucket || '|' || rep_id || '|' || team || '|' || domain || '|' || memos || '|' || vague || '|' || with_need FROM metric_memos",
+        "SELECT period || '|' || kind || '|' || bucket || '|' || rep_id || '|' || team || '|' || domain || '|' || tag || '|' || memos FROM metric_tags",
+        "SELECT customer_id || '|' || memo_id || '|' || recorded_ms || '|' || COALESCE(rep_id, '-') FROM customer_last",
+    ] {
+        let mut st = db.conn().prepare(sql).unwrap();
+        let rows = st.query_map([], |r| r.get::<_, String>(0)).unwrap();
+        out.extend(rows.map(|r| r.unwrap()));
+    }
+    out.sort();
+    out
+}
+
+fn spread() -> Vec<NewMemo> {
+    let mut out = Vec::new();
+    for i in 0..24 {
+        let day = 1 + (i * 3) % 28;
+        let month = 1 + i % 3;
+        let mut m = memo(
+            &format!("s{i}"),
+            &format!("c{}", i % 5),
+            match i % 4 {
+                0 => &["price"],
+                1 => &["price", "stock"],
+                2 => &[],
+                _ => &["stock"],
+            },
+            &format!("2026-{month:02}-{day:02}T0{}:30:00+08:00", i % 10),
+        );
+        m.meta.rep_id = (i % 3 != 0).then(|| format!("r-{}", i % 3));
+        m.meta.team = Some(if i % 2 == 0 { "east" } else { "west" }.into());
+        m.actions = if i % 2 == 0 {
+            vec!["meet".into(), "call".into()]
+        } else {
+            vec!["call".into()]
+        };
+        m.stored_at = Utc::now() - chrono::Duration::days(40 - i as i64);
+        out.push(m);
+    }
+    out
+}
+
+fn query(group_by: metrics::GroupBy, period: metrics::Period) -> metrics::MetricsQuery {
+    let d = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+    metrics::MetricsQuery {
+        group_by,
+        period,
+        first: period.start(d("2025-12-01")),
+        last: period.start(d("2026-04-30")),
+        rep_id: None,
+        team: None,
+        domain: None,
+    }
+}
+
+#[test]
+fn rollups_count_what_is_stored_and_forget_what_is_deleted() {
+    use metrics::{GroupBy, Period};
+    let memos = spread();
+    let mut db = Sqlite::in_memory().unwrap();
+    db.store(&memos[..10]).unwrap();
+    db.store(&memos[10..]).unwrap();
+
+    // The counts are those of the memos, whatever the grouping.
+    for g in GroupBy::ALL {
+        for p in Period::ALL {
+            let counts = db.metric_counts(&query(g, p)).unwrap();
+            assert_eq!(
+                counts.iter().map(|c| c.memos).sum::<i64>(),
+                24,
+                "{g:?} {p:?}"
+            );
+            assert_eq!(counts.iter().map(|c| c.vague).sum::<i64>(), 6);
+            assert_eq!(counts.iter().map(|c| c.with_need).sum::<i64>(), 18);
+            let needs = db.metric_tags(&query(g, p), TagKind::Need).unwrap();
+            let price: i64 = needs
+                .iter()
+                .filter(|n| n.tag == "price")
+                .map(|n| n.memos)
+                .sum();
+            assert_eq!(price, 12);
+            let actions = db.metric_tags(&query(g, p), TagKind::Action).unwrap();
+            assert_eq!(actions.iter().map(|a| a.memos).sum::<i64>(), 36);
+        }
+    }
+    // Weeks start on Mondays, months on the first.
+    let weeks = db
+        .metric_counts(&query(GroupBy::Team, Period::Week))
+        .unwrap();
+    assert!(weeks.iter().all(|w| {
+        let d = metrics::local_date(&w.bucket).unwrap();
+        chrono::Datelike::weekday(&d) == chrono::Weekday::Mon
+    }));
+    let months = db
+        .metric_counts(&query(GroupBy::Rep, Period::Month))
+        .unwrap();
+    assert!(months.iter().all(|m| m.bucket.ends_with("-01")));
+    assert!(
+        months.iter().any(|m| m.group.is_empty()),
+        "memos without a rep"
+    );
+
+    // Delete, delete a customer, purge: the rollups are those of a fresh archive holding the
+    // memos that are left.
+    assert!(db.delete("s5").unwrap());
+    assert_eq!(db.delete_customer("c1").unwrap(), 5);
+    let purged = db.purge(Utc::now() - chrono::Duration::days(35)).unwrap();
+    assert!(purged > 0);
+    let left: Vec<String> = db
+        .list(&Filter::default(), None, 100)
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|m| m.memo_id)
+        .collect();
+    let mut fresh = Sqlite::in_memory().unwrap();
+    let kept: Vec<NewMemo> = memos
+        .iter()
+        .filter(|m| left.contains(&m.memo_id))
+        .cloned()
+        .collect();
+    fresh.store(&kept).unwrap();
+    assert_eq!(rollups(&db), rollups(&fresh));
+    // Deleting everything leaves empty rollups, not rows of zeros.
+    for id in &left {
+        db.delete(id).unwrap();
+    }
+    assert!(rollups(&db).is_empty(), "{:?}", rollups(&db));
+}
+
+/// The statements version 1 stored a memo with.
+fn store_v1(db: &Sqlite, m: &NewMemo) {
+    let recorded = m.meta.recorded_at.unwrap();
+    db.execute_raw(
+        "INSERT INTO memos (memo_id, source, rep_id, customer_id, team, domain, recorded_at,
+            recorded_ms, stored_at, stored_ms, stored_by, text, library_version, need_count,
+            vague, high_value, total_ms, result)
+         VALUES (?1, 'text', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'crm', ?10, 'lib', ?11, ?12, 0, 1.0, ?13)",
+        &[
+            &m.memo_id,
+            &m.meta.rep_id,
+            &m.meta.customer_id,
+            &m.meta.team,
+            &m.meta.domain,
+            &recorded.to_rfc3339(),
+            &recorded.timestamp_millis(),
+            &m.stored_at.to_rfc3339(),
+            &m.stored_at.timestamp_millis(),
+            &m.text,
+            &(m.needs.len() as i64),
+            &m.vague,
+            &m.result,
+        ],
+    )
+    .unwrap();
+    for (kind, tags) in [
+        ("need", &m.needs),
+        ("action", &m.actions),
+        ("ruled_out", &m.ruled_out),
+    ] {
+        for t in tags {
+            db.execute_raw(
+                "INSERT INTO memo_tags (memo_id, kind, tag) VALUES (?1, ?2, ?3)",
+                &[&m.memo_id, &kind, t],
+            )
+            .unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_version_1_file_gets_its_rollups_from_the_memos_it_holds() {
+    let dir = std::env::temp_dir().join(format!("needtag-archive-v1-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("archive.sqlite");
+    let mut memos = spread();
+    // A memo recorded late on a Sunday evening in another offset stays in its own week.
+    memos[3].meta.recorded_at = DateTime::parse_from_rfc3339("2026-03-08T23:30:00-05:00").ok();
+    {
+        let db = Sqlite::open_at_version(&path, 1).unwrap();
+        assert_eq!(db.version().unwrap(), 1);
+        for m in &memos {
+            store_v1(&db, m);
+        }
+    }
+    let db = Sqlite::open(&path).unwrap();
+    assert_eq!(db.version().unwrap(), sqlite::MIGRATIONS.len() as i64);
+    let mut fresh = Sqlite::in_memory().unwrap();
+    fresh.store(&memos).unwrap();
+    let migrated = rollups(&db);
+    assert!(!migrated.is_empty());
+    assert_eq!(
+        migrated,
+        rollups(&fresh),
+        "the backfill counts as storing does"
+    );
+    assert!(migrated.iter().any(|r| r.starts_with("week|2026-03-02|")));
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn open_urgent_needs_are_the_customers_latest_memos() {
+    let mut db = Sqlite::in_memory().unwrap();
+    db.store(&[
+        memo("a1", "ca", &["stock"], "2026-03-01T10:00:00+08:00"),
+        memo("b1", "cb", &["stock", "price"], "2026-03-02T10:00:00+08:00"),
+        memo("b2", "cb", &["price"], "2026-03-05T10:00:00+08:00"),
+        memo("c1", "cc", &["stock"], "2026-03-09T10:00:00+08:00"),
+        memo("d1", "cd", &["price"], "2026-03-01T10:00:00+08:00"),
+    ])
+    .unwrap();
+    let now = DateTime::parse_from_rfc3339("2026-03-10T12:00:00+08:00")
+        .unwrap()
+        .timestamp_millis();
+    let q = |days: u32| metrics::UrgentQuery {
+        needs: vec!["stock".into()],
+        now_ms: now,
+        days,
+        rep_id: None,
+        team: None,
+        domain: None,
+        limit: 10,
+    };
+    let ids = |db: &mut Sqlite, days| -> Vec<(String, i64)> {
+        db.open_urgent(&q(days))
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.customer_id, u.days_since))
+            .collect()
+    };
+    // cb was visited again; cc only a day ago.
+    assert_eq!(ids(&mut db, 7), [("ca".to_string(), 9)]);
+    assert_eq!(
+        ids(&mut db, 1),
+        [("ca".to_string(), 9), ("cc".to_string(), 1)]
+    );
+    // Without the follow-up, cb's urgent memo is its latest again.
+    assert!(db.delete("b2").unwrap());
+    assert_eq!(
+        ids(&mut db, 7),
+        [("ca".to_string(), 9), ("cb".to_string(), 8)]
+    );
+    let u = db.open_urgent(&q(7)).unwrap();
+    assert_eq!(u[1].needs, ["stock"]);
+    assert_eq!(u[1].memo_id, "b1");
+    // A later memo stored afterwards but recorded earlier is no follow-up.
+    db.store(&[memo("a0", "ca", &[], "2026-02-20T10:00:00+08:00")])
+        .unwrap();
+    assert_eq!(ids(&mut db, 7).len(), 2);
+    assert!(db
+        .open_urgent(&metrics::UrgentQuery {
+            rep_id: Some("nobody".into()),
+            ..q(7)
+        })
+        .unwrap()
+        .is_empty());
+}
+
+/// The archive benchmark's probes on a small synthetic archive (the 1 000 000-memo run is
+/// `cargo bench --bench archive`): every request answers, and answers what the data holds.
+#[test]
+fn a_synthetic_archive_answers_every_benchmark_probe() {
+    let templates = synthetic::templates().unwrap();
+    let plan = synthetic::Plan {
+        memos: 3000,
+        end: Utc::now(),
+    };
+    let mut db = Sqlite::in_memory().unwrap();
+    let mut written = 0;
+    synthetic::fill(&mut db, &plan, &templates, &mut |n| written = n).unwrap();
+    assert_eq!(written, 3000);
+    let id = db.list(&Filter::default(), None, 1).unwrap().items[0]
+        .memo_id
+        .clone();
+    for (name, probe) in synthetic::probes(&plan) {
+        let rows = synthetic::run(&mut db, &probe, &id).unwrap();
+        if name.contains("nobody") || name.contains("no memo has") {
+            assert_eq!(rows, 0, "{name}");
+        } else {
+            assert!(rows > 0, "{name} answered nothing");
+        }
+    }
 }

@@ -84,6 +84,9 @@ pub struct Need {
     /// Confidence a tag needs; the library default when absent.
     pub threshold: Option<f32>,
     pub packs: Vec<String>,
+    /// It cannot wait (stock running out, a device down): the manager's numbers list the
+    /// customers whose latest memo states it.
+    pub urgent: bool,
     /// The file the need is defined in.
     pub file: String,
 }
@@ -611,6 +614,7 @@ impl Validator {
                     exclusions: strings(raw.exclusions),
                     threshold,
                     packs: strings(raw.packs),
+                    urgent: raw.urgent,
                     file: p.clone(),
                 });
             }

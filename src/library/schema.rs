@@ -107,6 +107,10 @@ pub struct RawNeed {
     pub threshold: Option<Spanned<f32>>,
     #[serde(default)]
     pub packs: Vec<Spanned<String>>,
+    /// A need that cannot wait (stock running out, a device down): a customer whose latest
+    /// memo states it is listed by the manager's numbers until a rep visits again.
+    #[serde(default)]
+    pub urgent: bool,
 }
 
 #[derive(Debug, Deserialize)]

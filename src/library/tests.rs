@@ -281,3 +281,35 @@ fn unknown_domains_are_named_with_the_known_ones() {
     let e = check_domain(&long).unwrap_err().to_string();
     assert!(e.len() < 300 && e.contains('…'), "{e}");
 }
+
+#[test]
+fn urgent_needs_are_marked_in_the_library_and_checked() {
+    let lib = Library::from_files(default_files(), "test").unwrap();
+    let urgent: Vec<&str> = lib
+        .needs
+        .iter()
+        .filter(|n| n.urgent)
+        .map(|n| n.id.as_str())
+        .collect();
+    assert!(urgent.contains(&"stock_shortage") && urgent.contains(&"equipment_maintenance"));
+    assert!(!lib.need("price_concern").unwrap().urgent);
+    // Not a boolean: a problem with its file and line, like any other.
+    let files = default_files();
+    let (name, text) = files
+        .iter()
+        .find(|(p, _)| p == "needs/fmcg_distribution.toml")
+        .unwrap()
+        .clone();
+    let broken = text.replacen("urgent = true", "urgent = \"yes\"", 1);
+    let line = broken
+        .lines()
+        .position(|l| l.starts_with("urgent = "))
+        .unwrap()
+        + 1;
+    let p = problems(with_file(files, &name, &broken));
+    assert!(
+        p.iter()
+            .any(|p| p.file == name && p.line == Some(line) && p.message.contains("boolean")),
+        "{p:?}"
+    );
+}

@@ -4,6 +4,7 @@
 //   NEEDTAG_URL          base URL of a running `needtag serve` with API keys configured
 //   NEEDTAG_TAG_KEY      a key with the `tag` scope only
 //   NEEDTAG_ADMIN_KEY    a key with the `tag` and `admin` scopes
+//   NEEDTAG_REVIEW_KEY   a key with the `review` scope (the memo archive and the manager's numbers)
 //   NEEDTAG_FIXTURES     the repository's fixtures/audio directory
 //   NEEDTAG_SCREENSHOTS  where screenshots go (test-output/console at the repository root)
 //   NEEDTAG_LIBRARY_DIR  optional: the (scratch copy of the) library the server loaded, for the reload test
@@ -17,6 +18,7 @@ import { chromium } from 'playwright-core';
 const BASE = (process.env.NEEDTAG_URL || 'http://127.0.0.1:8090').replace(/\/$/, '');
 const TAG_KEY = process.env.NEEDTAG_TAG_KEY || '';
 const ADMIN_KEY = process.env.NEEDTAG_ADMIN_KEY || '';
+const REVIEW_KEY = process.env.NEEDTAG_REVIEW_KEY || '';
 const FIXTURES = process.env.NEEDTAG_FIXTURES || path.resolve(import.meta.dirname, '../../fixtures/audio');
 const SHOTS = process.env.NEEDTAG_SCREENSHOTS || path.resolve(import.meta.dirname, '../../test-output/console');
 const LIBRARY_DIR = process.env.NEEDTAG_LIBRARY_DIR || '';
@@ -509,6 +511,109 @@ test('phone width 375 px: no horizontal overflow in any view', { timeout: SLOW *
   assert.ok(chart.width <= 375, 'chart wider than the screen');
   assert.ok(await overflow() <= 376, `evaluation view overflows: ${await overflow()}`);
   await shot(page, '08c-phone-eval');
+  noPageErrors(page);
+  await page.close();
+});
+
+/** Store a memo through the API (as the CRM would), with its metadata. */
+async function storeMemo(body) {
+  const res = await fetch(`${BASE}/v1/tag`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${TAG_KEY}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify(Object.assign({ mode: 'keyword' }, body)),
+  });
+  assert.equal(res.status, 200, await res.clone().text());
+  return res.json();
+}
+
+test('memo history: filter, open a memo, review its tags in place, blind spots', { timeout: SLOW }, async () => {
+  const stored = await storeMemo({ text: MEMO, rep_id: 'browser-rep', customer_id: 'browser-c1', team: 'browser-team', recorded_at: '2026-02-02T10:00:00+08:00' });
+  await storeMemo({ text: '已沟通，持续跟进', rep_id: 'browser-rep', customer_id: 'browser-c2', team: 'browser-team', recorded_at: '2026-02-03T10:00:00+08:00' });
+  await storeMemo({ text: '客户想安排质检团队下周来工厂参观产线', rep_id: 'browser-rep', team: 'browser-team', recorded_at: '2026-02-04T10:00:00+08:00' });
+  const page = await openConsole(browser.context, { key: REVIEW_KEY, hash: 'history' });
+  await page.fill('#hist-rep', 'browser-rep');
+  await page.click('#hist-search');
+  const row = page.locator(`#hist-table tr.hist-row[data-id="${stored.memo_id}"]`);
+  await row.waitFor();
+  assert.equal(await page.locator('#hist-table tr.hist-row').count(), 3);
+  await row.click();
+  const detail = page.locator(`#memo-detail[data-id="${stored.memo_id}"]`);
+  await detail.waitFor();
+  assert.match(await detail.innerText(), /关节镜/);
+  // Reject the pain-management need, add a missed one: the marks are saved and shown in place.
+  const need = page.locator('.review-needs li[data-id="pain_management"]');
+  await need.locator('button.reject').click();
+  await page.locator('.review-needs li.rejected[data-id="pain_management"]').waitFor();
+  await page.selectOption('#memo-detail select.add-need', 'equipment_maintenance');
+  await page.click('#memo-detail .add-need-btn');
+  await page.locator('.review-needs li.confirmed[data-id="equipment_maintenance"]').waitFor();
+  const res = await fetch(`${BASE}/v1/memos/${stored.memo_id}`, { headers: { Authorization: `Bearer ${REVIEW_KEY}` } });
+  const memo = await res.json();
+  assert.equal(memo.reviewed, true);
+  assert.ok(memo.labels.needs.includes('equipment_maintenance') && !memo.labels.needs.includes('pain_management'), JSON.stringify(memo.labels));
+  // The row says it is reviewed now.
+  await page.locator(`#hist-table tr.hist-row[data-id="${stored.memo_id}"] .chip-reviewed`).waitFor();
+  // Search by text.
+  await page.fill('#hist-rep', '');
+  await page.fill('#hist-q', '持续跟进');
+  await page.click('#hist-search');
+  await page.locator('#hist-table tr.hist-row .chip-warn').first().waitFor();
+  // Blind spots.
+  await page.click('#blind-run');
+  await page.locator('#blind-status', { hasText: '读了' }).waitFor();
+  // Re-tag with the library on disk: nothing changes the stored memos, the scores are shown.
+  await page.click('#retag-run');
+  await page.locator('#retag-result table.retag-scores').waitFor({ timeout: SLOW });
+  assert.match(await page.locator('#retag-status').innerText(), /条备忘录/);
+  await shot(page, '09-history-review');
+  noPageErrors(page);
+  await page.close();
+});
+
+test('memo history needs a review key: a tag key gets a readable refusal', { timeout: SLOW }, async () => {
+  const page = await openConsole(browser.context, { key: TAG_KEY, hash: 'history' });
+  await page.click('#hist-search');
+  await page.locator('#hist-error', { hasText: '403' }).waitFor();
+  const text = await readableError(page, '#hist-error');
+  assert.match(text, /403/);
+  noPageErrors(page);
+  await page.close();
+});
+
+test('manager metrics: charts, tables, urgent customers and CSV downloads', { timeout: SLOW }, async () => {
+  await storeMemo({ text: '城南几家超市我们的矿泉水断货两天了，老板催着今天必须补上', rep_id: 'metrics-rep-1', customer_id: 'metrics-shop', team: 'metrics-team', domain: 'fmcg_distribution', recorded_at: '2026-02-11T10:00:00+08:00' });
+  await storeMemo({ text: '今天终于见到了分管副院长，聊了二十分钟设备更新的事', rep_id: 'metrics-rep-2', customer_id: 'metrics-hosp', team: 'metrics-team', domain: 'medical_devices', recorded_at: '2026-02-12T10:00:00+08:00' });
+  await storeMemo({ text: '客户说价格太高，竞品便宜了百分之十，希望我们给个特价', rep_id: 'metrics-rep-2', customer_id: 'metrics-hosp', team: 'metrics-team', domain: 'medical_devices', recorded_at: '2026-02-04T10:00:00+08:00' });
+  const page = await openConsole(browser.context, { key: REVIEW_KEY, hash: 'metrics' });
+  await page.selectOption('#met-group', 'team');
+  await page.fill('#met-from', '2026-01-05');
+  await page.fill('#met-to', '2026-02-28');
+  await page.click('#met-run');
+  await page.locator('#met-report').waitFor({ state: 'visible' });
+  await page.locator('#met-chart svg.trend-chart rect.memo-bar').first().waitFor();
+  assert.ok(await page.locator('#met-chart path.line-hv').count() >= 1, 'high-value share line drawn');
+  const row = page.locator('#met-rows tr[data-group="metrics-team"]');
+  assert.ok(await row.count() >= 2, 'two weeks of metrics-team');
+  await page.locator('#met-urgent tr[data-customer="metrics-shop"]').waitFor();
+  assert.match(await page.locator('#met-urgent tr[data-customer="metrics-shop"]').innerText(), /库存告急/);
+  // CSV of each table.
+  for (const table of ['rows', 'needs', 'urgent']) {
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      page.click(`#view-metrics a.csv[data-table="${table}"]`),
+    ]);
+    const file = await download.path();
+    const csv = fs.readFileSync(file, 'utf8').replace(/^\ufeff/, '');
+    const head = { rows: /^team,week,memos,/, needs: /^team,week,need,/, urgent: /^customer_id,memo_id,/ }[table];
+    assert.match(csv, head, csv.slice(0, 200));
+    if (table === 'urgent') assert.match(csv, /metrics-shop/);
+  }
+  await shot(page, '10-metrics');
+  // By month, grouped by rep.
+  await page.selectOption('#met-group', 'rep');
+  await page.selectOption('#met-period', 'month');
+  await page.click('#met-run');
+  await page.locator('#met-rows tr[data-group="metrics-rep-2"][data-period="2026-02-01"]').waitFor();
   noPageErrors(page);
   await page.close();
 });

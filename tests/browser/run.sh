@@ -59,6 +59,7 @@ trap 'exit 143' TERM
 rand() { od -An -tx1 -N12 /dev/urandom | tr -d ' \n'; }
 tag_key="tag-$(rand)"
 admin_key="admin-$(rand)"
+review_key="review-$(rand)"
 
 # A scratch copy of the library, so the reload test can break and mend it without touching the
 # repository. Only when this binary accepts it (a binary older than the library on disk may not):
@@ -78,7 +79,9 @@ fi
 
 # Port 0: the kernel picks a free port and the server prints the address it bound, so no race.
 log="$out/server.log"
-NEEDTAG_API_KEYS="$tag_key:tag,$admin_key:tag+admin" \
+# The memo archive in the scratch directory: the history, review and metrics tests fill it.
+NEEDTAG_API_KEYS="$tag_key:tag,$admin_key:tag+admin,$review_key:review" \
+  NEEDTAG_ARCHIVE="$scratch/archive.sqlite" \
   "$bin" serve --bind 127.0.0.1:0 "${lib_args[@]}" >"$log" 2>&1 &
 server_pid=$!
 
@@ -128,6 +131,7 @@ echo "==> browser tests"
     NEEDTAG_URL="$base" \
     NEEDTAG_TAG_KEY="$tag_key" \
     NEEDTAG_ADMIN_KEY="$admin_key" \
+    NEEDTAG_REVIEW_KEY="$review_key" \
     NEEDTAG_FIXTURES="$root/fixtures/audio" \
     NEEDTAG_SCREENSHOTS="$out" \
     NEEDTAG_LIBRARY_DIR="$lib_dir" \

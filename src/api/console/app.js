@@ -363,7 +363,7 @@
   const labelName = (id) => needName(id) || actionName(id);
 
   // ------------------------------------------------------------------ tabs / routing
-  const VIEWS = ['try', 'library', 'eval'];
+  const VIEWS = ['try', 'library', 'eval', 'history', 'metrics'];
   const viewInit = {};
   function showView(name, push) {
     if (!VIEWS.includes(name)) name = 'try';
@@ -376,6 +376,7 @@
     if (push && location.hash !== `#${name}`) history.replaceState(null, '', `#${name}`);
     if (viewInit[name]) { const f = viewInit[name]; viewInit[name] = null; f(); }
     if (name === 'eval' && report) renderChart(chartLabels()); // it may have been drawn while hidden
+    if (name === 'metrics' && sales) renderMetrics();
     hideTip();
   }
   function initTabs() {
@@ -1328,6 +1329,328 @@
     }, 150));
   }
 
+  // ------------------------------------------------------------------ 备忘录 (history, review, blind spots)
+  const hist = { next: null, items: [], current: null };
+  function histQuery() {
+    const p = new URLSearchParams();
+    const put = (k, v) => { if (v && String(v).trim()) p.set(k, String(v).trim()); };
+    put('q', $('#hist-q').value);
+    put('rep_id', $('#hist-rep').value);
+    put('customer_id', $('#hist-customer').value);
+    put('team', $('#hist-team').value);
+    put('domain', $('#hist-domain').value);
+    put('need', $('#hist-need').value);
+    put('from', $('#hist-from').value);
+    put('to', $('#hist-to').value);
+    const flag = $('#hist-flag').value;
+    if (flag) { const [k, v] = flag.split('='); p.set(k, v); }
+    return p;
+  }
+  function tagChips(ids, cls) {
+    return el('span', { class: 'chips' }, (ids || []).map((id) => chip(labelName(id) || id, cls, id)));
+  }
+  function fmtTime(s) { return s ? String(s).slice(0, 16).replace('T', ' ') : '—'; }
+  function renderHistRows() {
+    const t = $('#hist-table');
+    const head = el('thead', null, el('tr', null, ['时间', '代表', '客户', '备忘录', '需求', '动作', ''].map((h) => el('th', null, h))));
+    const body = el('tbody', null, hist.items.map((m) => el('tr', {
+      class: `hist-row${hist.current === m.memo_id ? ' selected' : ''}`, tabindex: '0', dataset: { id: m.memo_id },
+      onclick: () => openMemo(m.memo_id),
+      onkeydown: (e) => { if (e.key === 'Enter') openMemo(m.memo_id); },
+    },
+    el('td', { class: 'nowrap' }, fmtTime(m.recorded_at)),
+    el('td', null, m.rep_id || '—'),
+    el('td', null, m.customer_id || '—'),
+    el('td', { class: 'memo-cell' }, clip(m.text, 60)),
+    el('td', null, tagChips(m.labels ? m.labels.needs : m.needs, 'need')),
+    el('td', null, tagChips(m.labels ? m.labels.actions : m.actions, 'action')),
+    el('td', { class: 'nowrap' },
+      m.vague ? chip('含糊', 'chip-warn') : null,
+      m.high_value ? chip('高价值', 'chip-good') : null,
+      m.reviewed ? chip('已复核', 'chip-reviewed') : null))));
+    t.replaceChildren(head, body);
+    $('#hist-count').textContent = `${hist.items.length}${hist.next ? '+' : ''}`;
+    $('#hist-more').hidden = !hist.next;
+  }
+  async function loadHistory(more) {
+    clearError($('#hist-error'));
+    const p = histQuery();
+    if (more && hist.next) p.set('cursor', hist.next);
+    try {
+      await loadCatalog().catch(() => null);
+      const page = await api('GET', `/v1/memos?${p}`);
+      hist.items = more ? hist.items.concat(page.items) : page.items;
+      hist.next = page.next || null;
+      renderHistRows();
+      if (!hist.items.length) $('#hist-table').replaceChildren(el('tbody', null, el('tr', null, el('td', { class: 'muted' }, '没有符合条件的备忘录'))));
+    } catch (e) {
+      showError($('#hist-error'), e, '无法读取备忘录');
+    }
+  }
+  async function openMemo(id) {
+    clearError($('#review-error'));
+    hist.current = id;
+    renderHistRows();
+    try {
+      renderMemo(await api('GET', `/v1/memos/${encodeURIComponent(id)}`));
+    } catch (e) {
+      $('#memo-card').hidden = false;
+      showError($('#review-error'), e, '无法打开备忘录');
+    }
+  }
+  async function review(id, marks) {
+    clearError($('#review-error'));
+    try {
+      const m = await api('POST', `/v1/memos/${encodeURIComponent(id)}/review`, { marks });
+      renderMemo(m);
+      const i = hist.items.findIndex((x) => x.memo_id === id);
+      if (i >= 0) { hist.items[i] = Object.assign({}, m, { result: undefined }); renderHistRows(); }
+    } catch (e) {
+      showError($('#review-error'), e, '复核没有保存');
+    }
+  }
+  function lastVerdict(m, kind, id) {
+    let v = null;
+    for (const r of m.reviews || []) if (r.kind === kind && r.id === id) v = r.verdict;
+    return v;
+  }
+  function reviewList(m, kind) {
+    const engine = kind === 'need' ? m.needs : m.actions;
+    const added = (m.labels ? m.labels[kind === 'need' ? 'needs' : 'actions'] : []).filter((x) => !engine.includes(x));
+    const row = (id, fromEngine) => {
+      const v = lastVerdict(m, kind, id);
+      const state = v === 'reject' ? 'rejected' : v ? 'confirmed' : 'open';
+      return el('li', { class: `review-item ${state}`, dataset: { kind, id } },
+        el('span', { class: 'review-name' }, `${labelName(id) || id}`, el('span', { class: 'muted small' }, ` ${id}`)),
+        el('span', { class: 'review-state small' }, v === 'reject' ? '已否定' : v === 'add' ? '已补充' : v === 'confirm' ? '已确认' : '待复核'),
+        fromEngine ? el('button', { type: 'button', class: 'btn btn-small confirm', disabled: v === 'confirm', onclick: () => review(m.memo_id, [{ kind, id, verdict: 'confirm' }]) }, '✓ 对') : null,
+        fromEngine ? el('button', { type: 'button', class: 'btn btn-small reject', disabled: v === 'reject', onclick: () => review(m.memo_id, [{ kind, id, verdict: 'reject' }]) }, '✗ 错') : null);
+    };
+    const options = kind === 'need' ? (catalog.needs || []) : (catalog.actions || []);
+    const pick = el('select', { class: `add-${kind}`, 'aria-label': kind === 'need' ? '补充漏掉的需求' : '补充漏掉的动作' },
+      el('option', { value: '' }, kind === 'need' ? '补充漏掉的需求…' : '补充漏掉的动作…'),
+      options.filter((o) => !engine.includes(o.id) && !added.includes(o.id)).map((o) => el('option', { value: o.id }, `${o.name}（${o.id}）`)));
+    const add = el('button', { type: 'button', class: `btn btn-small add-${kind}-btn`, onclick: () => { if (pick.value) review(m.memo_id, [{ kind, id: pick.value, verdict: 'add' }]); } }, '+ 补充');
+    return el('div', { class: 'review-block' },
+      el('h3', { class: 'sub-title' }, kind === 'need' ? '客户需求' : '销售动作'),
+      el('ul', { class: `review-list review-${kind}s` }, engine.map((id) => row(id, true)), added.map((id) => row(id, false))),
+      el('div', { class: 'row' }, pick, add));
+  }
+  function renderMemo(m) {
+    $('#memo-card').hidden = false;
+    $('#memo-meta').textContent = [fmtTime(m.recorded_at), m.rep_id, m.customer_id, m.team, DOMAIN[m.domain] || m.domain].filter(Boolean).join(' · ');
+    const box = $('#memo-detail');
+    box.dataset.id = m.memo_id;
+    box.replaceChildren(
+      el('p', { class: 'memo-text', lang: 'zh-CN' }, m.text),
+      el('div', { class: 'chips' },
+        m.vague ? chip('含糊', 'chip-warn') : null,
+        m.high_value ? chip('高价值动作', 'chip-good') : null,
+        m.reviewed ? chip('已复核', 'chip-reviewed') : chip('未复核', '')),
+      reviewList(m, 'need'),
+      reviewList(m, 'action'),
+      (m.reviews || []).length ? el('details', { class: 'reviews-log' }, el('summary', null, `复核记录（${m.reviews.length}）`),
+        el('ul', null, m.reviews.map((r) => el('li', { class: 'small' }, `${fmtTime(r.at)} ${r.reviewer}：${r.verdict} ${r.kind} ${r.id}`)))) : null,
+      el('p', { class: 'hint' }, `memo_id ${m.memo_id} · 需求库 ${m.library_version}`));
+  }
+  async function findBlindSpots() {
+    const status = $('#blind-status');
+    status.textContent = '分析中…';
+    const p = histQuery();
+    for (const k of ['q', 'need', 'vague', 'no_need', 'high_value', 'reviewed', 'customer_id']) p.delete(k);
+    try {
+      const b = await api('GET', `/v1/memos/blind-spots?${p}`);
+      status.textContent = `读了最新的 ${b.scanned} 条没有需求的具体备忘录`;
+      const list = $('#blind-list');
+      if (!b.groups.length) { list.replaceChildren(el('p', { class: 'muted' }, '没有盲区：每条具体的备忘录都打上了需求')); return; }
+      list.replaceChildren(...b.groups.map((g) => el('details', { class: 'blind-group', dataset: { word: g.word } },
+        el('summary', null, el('strong', null, g.word || '其他'), ` · ${g.memos} 条`, g.also.length ? el('span', { class: 'muted small' }, ` 常与：${g.also.join('、')}`) : null),
+        el('ul', null, g.examples.map((x) => el('li', null,
+          el('a', { href: '#history', onclick: (e) => { e.preventDefault(); openMemo(x.memo_id); } }, fmtTime(x.recorded_at)), ' ', clip(x.text, 80)))))));
+    } catch (e) {
+      status.textContent = '';
+      showError($('#hist-error'), e, '无法分析盲区');
+    }
+  }
+  async function runRetag() {
+    const status = $('#retag-status');
+    status.textContent = '重新打标签中…';
+    clearError($('#hist-error'));
+    try {
+      const r = await api('POST', '/v1/memos/retag', { limit: 300 });
+      status.textContent = `${r.memos} 条备忘录，${r.changed} 条结果会变，其中已复核 ${r.reviewed} 条`;
+      const score = (name, s) => el('tr', null, el('td', null, name),
+        el('td', null, `${fix3(s.before.precision)} → ${fix3(s.after.precision)}`),
+        el('td', null, `${fix3(s.before.recall)} → ${fix3(s.after.recall)}`),
+        el('td', null, `${fix3(s.before.f1)} → ${fix3(s.after.f1)}`));
+      const list = (title, items, cls) => el('div', { class: `retag-list ${cls}` },
+        el('h3', { class: 'sub-title' }, `${title}（${items.length}）`),
+        el('ul', null, items.slice(0, 50).map((c) => el('li', { dataset: { id: c.memo_id } },
+          el('a', { href: '#history', onclick: (e) => { e.preventDefault(); openMemo(c.memo_id); } }, fmtTime(c.recorded_at)), ' ',
+          clip(c.text, 50), ' ',
+          c.added.map((t) => chip(`+${labelName(t.split(':')[1]) || t}`, 'chip-good', t)),
+          c.removed.map((t) => chip(`−${labelName(t.split(':')[1]) || t}`, 'chip-missed', t))))));
+      $('#retag-result').replaceChildren(
+        el('p', { class: 'hint' }, `候选需求库 ${r.candidate_version}；已存结果来自 ${Object.keys(r.stored_versions).join('、')}`),
+        el('div', { class: 'table-wrap' }, el('table', { class: 'data retag-scores' },
+          el('thead', null, el('tr', null, ['已复核备忘录上', '精确率', '召回率', 'F1'].map((h) => el('th', null, h)))),
+          el('tbody', null, score('需求', r.needs), score('动作', r.actions)))),
+        list('多对了', r.gained, 'gained'), list('多错了', r.lost, 'lost'), list('其他变化（未复核或对错数不变）', r.other_changes, 'other'));
+    } catch (e) {
+      status.textContent = '';
+      showError($('#hist-error'), e, '重新打标签失败');
+    }
+  }
+  function initHistory() {
+    $('#retag-run').addEventListener('click', runRetag);
+    for (const [id, name] of Object.entries(DOMAIN)) $('#hist-domain').appendChild(el('option', { value: id }, name));
+    $('#hist-form').addEventListener('submit', (e) => { e.preventDefault(); loadHistory(false); });
+    $('#hist-more').addEventListener('click', () => loadHistory(true));
+    $('#blind-run').addEventListener('click', findBlindSpots);
+    viewInit.history = () => {
+      loadCatalog().then(() => {
+        const sel = $('#hist-need');
+        if (sel.options.length <= 1) for (const n of catalog.needs) sel.appendChild(el('option', { value: n.id }, `${n.name}（${n.id}）`));
+      }).catch(() => null);
+      loadHistory(false);
+    };
+  }
+
+  // ------------------------------------------------------------------ 经理看板 (manager's numbers)
+  let sales = null;
+  function metricsQuery() {
+    const p = new URLSearchParams({ group_by: $('#met-group').value, period: $('#met-period').value });
+    if ($('#met-from').value) p.set('from', $('#met-from').value);
+    if ($('#met-to').value) p.set('to', $('#met-to').value);
+    if ($('#met-days').value) p.set('days', $('#met-days').value);
+    return p;
+  }
+  const GROUP = { rep: '代表', team: '团队', domain: '行业' };
+  const TREND = { new: '新出现', rising: '↑ 上升', steady: '→ 持平', falling: '↓ 下降' };
+  const groupName = (g, by) => (g === null || g === undefined ? '（未填）' : by === 'domain' ? (DOMAIN[g] || g) : g);
+  async function loadMetrics() {
+    clearError($('#met-error'));
+    try {
+      await loadCatalog().catch(() => null);
+      sales = await api('GET', `/v1/metrics/sales?${metricsQuery()}`);
+      renderMetrics();
+    } catch (e) {
+      $('#met-report').hidden = true;
+      showError($('#met-error'), e, '无法读取经理看板');
+    }
+  }
+  function perPeriod(rows) {
+    const by = new Map();
+    for (const r of rows) {
+      const t = by.get(r.period) || { period: r.period, memos: 0, actions: 0, hv: 0, vague: 0, need: 0 };
+      t.memos += r.memos; t.actions += r.actions; t.hv += r.high_value_actions; t.vague += r.vague; t.need += r.with_need;
+      by.set(r.period, t);
+    }
+    return Array.from(by.values()).sort((a, b) => a.period.localeCompare(b.period));
+  }
+  function trendChart(totals) {
+    const box = $('#met-chart');
+    if (!totals.length) { box.replaceChildren(el('p', { class: 'muted' }, '这个时间段没有备忘录')); return; }
+    const W = Math.max(300, Math.floor(box.clientWidth || 700)); const H = 240;
+    const L = 44; const R = 44; const T = 16; const B = 40;
+    const pw = W - L - R; const ph = H - T - B;
+    const maxMemos = Math.max(1, ...totals.map((t) => t.memos));
+    const step = pw / totals.length;
+    const x = (i) => L + step * i + step / 2;
+    const yShare = (v) => T + ph * (1 - v);
+    const svg = el('svg', { width: String(W), height: String(H), viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': '各周期备忘录数与占比', class: 'trend-chart', xmlns: 'http://www.w3.org/2000/svg' });
+    for (const v of [0, 0.25, 0.5, 0.75, 1]) {
+      svg.appendChild(el('line', { x1: L, x2: W - R, y1: yShare(v), y2: yShare(v), class: 'grid' }));
+      svg.appendChild(el('text', { x: W - R + 4, y: yShare(v) + 4, class: 'axis' }, `${Math.round(v * 100)}%`));
+    }
+    svg.appendChild(el('text', { x: L - 4, y: T + 4, 'text-anchor': 'end', class: 'axis' }, String(maxMemos)));
+    svg.appendChild(el('line', { x1: L, x2: W - R, y1: yShare(0.28), y2: yShare(0.28), class: 'target' }, el('title', null, '高价值动作占比目标 28%')));
+    totals.forEach((t, i) => {
+      const h = ph * t.memos / maxMemos;
+      svg.appendChild(el('rect', { x: x(i) - step * 0.3, y: T + ph - h, width: step * 0.6, height: h, class: 'memo-bar', dataset: { period: t.period } },
+        el('title', null, `${t.period}：${t.memos} 条备忘录`)));
+      if (totals.length <= 16 || i % Math.ceil(totals.length / 12) === 0) {
+        svg.appendChild(el('text', { x: x(i), y: H - B + 16, 'text-anchor': 'middle', class: 'axis' }, t.period.slice(5)));
+      }
+    });
+    const series = [
+      ['hv', '高价值动作占比', (t) => (t.actions ? t.hv / t.actions : null)],
+      ['vague', '含糊占比', (t) => (t.memos ? t.vague / t.memos : null)],
+      ['need', '需求捕获率', (t) => (t.memos ? t.need / t.memos : null)],
+    ];
+    for (const [cls, name, f] of series) {
+      const pts = totals.map((t, i) => [i, f(t)]).filter(([, v]) => v !== null);
+      if (!pts.length) continue;
+      svg.appendChild(el('path', { d: pts.map(([i, v], k) => `${k ? 'L' : 'M'}${x(i).toFixed(1)},${yShare(v).toFixed(1)}`).join(' '), class: `line line-${cls}` }, el('title', null, name)));
+      for (const [i, v] of pts) svg.appendChild(el('rect', { x: x(i) - 3, y: yShare(v) - 3, width: 6, height: 6, class: `dot dot-${cls}` }, el('title', null, `${totals[i].period} ${name} ${pct(v)}`)));
+    }
+    const legend = el('div', { class: 'legend' },
+      el('span', { class: 'key key-memos' }, '备忘录数（柱）'), el('span', { class: 'key key-hv' }, '高价值动作占比'),
+      el('span', { class: 'key key-vague' }, '含糊占比'), el('span', { class: 'key key-need' }, '需求捕获率'), el('span', { class: 'key key-target' }, '目标 28%'));
+    box.replaceChildren(svg, legend);
+  }
+  function groupBars(rows, by) {
+    const box = $('#met-bars');
+    const last = rows.reduce((m, r) => (r.period > m ? r.period : m), '');
+    const list = rows.filter((r) => r.period === last && r.actions > 0)
+      .sort((a, b) => (b.high_value_share - a.high_value_share) || String(a.group).localeCompare(String(b.group))).slice(0, 30);
+    if (!list.length) { box.replaceChildren(el('p', { class: 'muted' }, '最近一个周期没有汇报动作')); return; }
+    const W = Math.max(300, Math.floor(box.clientWidth || 700)); const rowH = 22; const top = 8; const labW = 150; const right = 60;
+    const H = top + list.length * rowH + 8; const pw = W - labW - right;
+    const svg = el('svg', { width: String(W), height: String(H), viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': '各组高价值动作占比', class: 'bar-chart group-bars', xmlns: 'http://www.w3.org/2000/svg' });
+    svg.appendChild(el('line', { x1: labW + pw * 0.28, x2: labW + pw * 0.28, y1: 0, y2: H, class: 'target' }, el('title', null, '目标 28%')));
+    list.forEach((r, i) => {
+      const y = top + i * rowH; const v = r.high_value_share || 0;
+      svg.appendChild(el('g', { class: 'bar-row', dataset: { group: r.group ?? '' } },
+        el('title', null, `${groupName(r.group, by)}：${r.high_value_actions}/${r.actions} = ${pct(v)}`),
+        el('text', { x: labW - 6, y: y + rowH / 2 + 4, 'text-anchor': 'end', class: 'bar-label' }, clip(groupName(r.group, by), 14)),
+        el('rect', { x: labW, y: y + 4, width: Math.max(0, v * pw), height: rowH - 8, rx: 2, class: `bar-rect ${v >= 0.28 ? 'f1-good' : 'f1-poor'}` }),
+        el('text', { x: labW + v * pw + 4, y: y + rowH / 2 + 4, class: 'bar-val' }, pct(v))));
+    });
+    box.replaceChildren(svg);
+  }
+  function table(t, heads, rows) {
+    t.replaceChildren(el('thead', null, el('tr', null, heads.map((h) => el('th', null, h)))),
+      el('tbody', null, rows.length ? rows : el('tr', null, el('td', { class: 'muted', colspan: String(heads.length) }, '没有数据'))));
+  }
+  function renderMetrics() {
+    const s = sales; const by = s.group_by;
+    $('#met-report').hidden = false;
+    $('#met-range').textContent = `${s.from} 至 ${s.to} · 按${GROUP[by]} · 按${s.period === 'week' ? '周' : '月'}`;
+    trendChart(perPeriod(s.rows));
+    groupBars(s.rows, by);
+    table($('#met-rows'), [GROUP[by], '周期', '备忘录', '动作', '高价值动作', '高价值占比', '含糊', '含糊占比', '有需求', '需求捕获率'],
+      s.rows.map((r) => el('tr', { dataset: { group: r.group ?? '', period: r.period } }, [groupName(r.group, by), r.period, r.memos, r.actions, r.high_value_actions,
+        pct(r.high_value_share), r.vague, pct(r.vague_share), r.with_need, pct(r.need_capture_share)].map((c) => el('td', null, String(c))))));
+    table($('#met-needs'), [GROUP[by], '周期', '需求', '备忘录', '上一周期', '趋势'],
+      s.needs.map((n) => el('tr', { class: `trend-${n.trend}` }, [groupName(n.group, by), n.period, `${needName(n.need) || n.need}`, n.memos, n.previous, TREND[n.trend]].map((c) => el('td', null, String(c))))));
+    $('#met-urgent-count').textContent = String(s.urgent.length);
+    $('#met-urgent-hint').textContent = `紧急需求：${s.urgent_needs.map((id) => needName(id) || id).join('、') || '需求库没有标为 urgent 的需求'}；客户最近一条备忘录提到它，且之后 ${s.days} 天以上没有新的拜访记录。`;
+    table($('#met-urgent'), ['客户', '代表', '团队', '最近拜访', '紧急需求', '已过天数'],
+      s.urgent.map((u) => el('tr', { dataset: { customer: u.customer_id } }, [u.customer_id, u.rep_id || '—', u.team || '—', fmtTime(u.recorded_at),
+        u.needs.map((id) => needName(id) || id).join('、'), u.days_since].map((c) => el('td', null, String(c))))));
+  }
+  async function downloadCsv(tableName) {
+    const p = metricsQuery();
+    p.set('format', 'csv'); p.set('table', tableName);
+    try {
+      const res = await fetch(`/v1/metrics/sales?${p}`, { headers: Object.assign({ Accept: 'text/csv' }, authHeaders()) });
+      const text = await res.text();
+      if (!res.ok) throw parseError(res.status, text, null);
+      const url = URL.createObjectURL(new Blob(['\ufeff', text], { type: 'text/csv;charset=utf-8' }));
+      const a = el('a', { href: url, download: `sales-${p.get('group_by')}-${p.get('period')}-${tableName}.csv` });
+      document.body.appendChild(a); a.click(); a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    } catch (e) {
+      showError($('#met-error'), e, 'CSV 下载失败');
+    }
+  }
+  function initMetrics() {
+    $('#met-form').addEventListener('submit', (e) => { e.preventDefault(); loadMetrics(); });
+    for (const a of $$('#view-metrics a.csv')) a.addEventListener('click', (e) => { e.preventDefault(); downloadCsv(a.dataset.table); });
+    viewInit.metrics = () => loadMetrics();
+  }
+
   // ------------------------------------------------------------------ start
   function start() {
     initSettings();
@@ -1335,6 +1658,8 @@
     initTry();
     initLibrary();
     initEval();
+    initHistory();
+    initMetrics();
     viewInit.eval = () => { loadCatalog().catch(() => null); };
     showView(location.hash.slice(1) || 'try', false);
     checkReady();
