@@ -18,6 +18,97 @@ pub struct Config {
     pub matcher: MatcherConfig,
     pub server: ServerConfig,
     pub archive: ArchiveConfig,
+    pub jobs: JobsConfig,
+    pub webhook: WebhookConfig,
+}
+
+/// Memo jobs (`POST /v1/jobs`): uploads stored in the archive's SQLite file (`archive.path`, in
+/// tables of their own) and transcribed by the service's workers when they are free.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Accept jobs at all. Off: the job routes answer 404 and no job tables are created.
+    pub enabled: bool,
+    /// Most jobs queued or running at once; more are answered 503 `busy`.
+    pub max_pending: u64,
+    /// Most bytes of audio held by queued or running jobs; more are answered 503 `busy`.
+    pub max_pending_bytes: u64,
+    /// Attempts at a job whose failure was on the server's side (an internal error, or the
+    /// process dying while it ran) before it ends `failed`. A failure caused by the upload
+    /// (corrupt audio, too short…) ends the job at once.
+    pub max_attempts: u32,
+    /// Transcription workers jobs may use even while `/v1/memos` requests wait for one (at
+    /// most `server.workers`). Beyond these, jobs take only idle workers, so synchronous
+    /// requests go first; 0 lets a steady stream of them hold jobs back indefinitely.
+    pub reserved_workers: usize,
+    /// Longest one attempt may take before it counts as a server-side failure (seconds).
+    pub attempt_timeout_s: u64,
+    /// Finished jobs (with their results) are deleted after this many days (checked hourly);
+    /// 0 keeps them. A job whose webhook event is not delivered yet is kept.
+    pub retention_days: u32,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_pending: 10_000,
+            max_pending_bytes: 4 * 1024 * 1024 * 1024,
+            max_attempts: 3,
+            reserved_workers: 1,
+            attempt_timeout_s: 600,
+            retention_days: 7,
+        }
+    }
+}
+
+/// The CRM endpoint that receives every finished job (done or failed) as a signed POST
+/// (README → Webhooks).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `https://…` (or `http://…`); none: no events are sent. Also `NEEDTAG_WEBHOOK_URL`.
+    pub url: Option<String>,
+    /// The HMAC-SHA256 key of `Needtag-Signature` (at least 16 characters when `url` is set).
+    /// Also `NEEDTAG_WEBHOOK_SECRET`, which keeps it out of the file.
+    pub secret: String,
+    /// Longest an attempt may take, connecting included (milliseconds).
+    pub timeout_ms: u64,
+    /// Attempts before an event is parked as dead (`GET /v1/webhooks/dead`).
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt (milliseconds); it doubles after each one, up
+    /// to `max_backoff_ms`, with random jitter in its upper half.
+    pub backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Events sent at once.
+    pub concurrency: usize,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff_ms", &self.backoff_ms)
+            .field("max_backoff_ms", &self.max_backoff_ms)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            secret: String::new(),
+            timeout_ms: 10_000,
+            max_attempts: 12,
+            backoff_ms: 2_000,
+            max_backoff_ms: 3_600_000,
+            concurrency: 4,
+        }
+    }
 }
 
 /// The memo archive: every memo the service answers is stored with its metadata, text and
@@ -425,6 +516,12 @@ impl Config {
         if let Some(v) = get("NEEDTAG_ARCHIVE") {
             self.archive.path = v.into();
         }
+        if let Some(v) = get("NEEDTAG_WEBHOOK_URL") {
+            self.webhook.url = Some(v).filter(|v| !v.trim().is_empty());
+        }
+        if let Some(v) = get("NEEDTAG_WEBHOOK_SECRET") {
+            self.webhook.secret = v;
+        }
         Ok(())
     }
 
@@ -489,6 +586,29 @@ impl Config {
         if self.archive.enabled && self.archive.queue == 0 {
             return bad("archive.queue must be at least 1");
         }
+        if self.jobs.enabled && (self.jobs.max_pending == 0 || self.jobs.max_attempts == 0) {
+            return bad("jobs.max_pending and jobs.max_attempts must be at least 1");
+        }
+        if let Some(url) = &self.webhook.url {
+            let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+            if !matches!(scheme.as_deref(), Some("http" | "https")) {
+                return bad("webhook.url must be an http:// or https:// URL");
+            }
+            if self.webhook.secret.len() < 16 {
+                return bad(
+                    "webhook.secret must be at least 16 characters when webhook.url is set",
+                );
+            }
+            if self.webhook.max_attempts == 0 || self.webhook.timeout_ms == 0 {
+                return bad("webhook.max_attempts and webhook.timeout_ms must be at least 1");
+            }
+            if self.webhook.backoff_ms == 0 || self.webhook.max_backoff_ms < self.webhook.backoff_ms
+            {
+                return bad(
+                    "webhook.backoff_ms must be at least 1 and at most webhook.max_backoff_ms",
+                );
+            }
+        }
         if let Some(d) = &self.asr.default_domain {
             crate::library::check_domain(d)
                 .map_err(|e| Error::InvalidInput(format!("asr.default_domain: {e}")))?;
@@ -506,6 +626,9 @@ impl Config {
             for k in keys {
                 k["key"] = serde_json::Value::String("***".into());
             }
+        }
+        if let Some(secret) = v.pointer_mut("/webhook/secret") {
+            *secret = serde_json::Value::String("***".into());
         }
         v
     }
