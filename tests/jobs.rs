@@ -508,3 +508,179 @@ async fn killed_service_finishes_every_job_once_and_delivers_each_once() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&library);
 }
+
+/// A loopback port nothing listens on (yet).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_webhook_parks_events_as_dead_for_an_admin_to_resend() {
+    let port = free_port();
+    let mut cfg = common::server::config("jobs-dead");
+    cfg.webhook.url = Some(format!("http://127.0.0.1:{port}/hook"));
+    cfg.webhook.secret = SECRET.into();
+    cfg.webhook.max_attempts = 2;
+    cfg.webhook.backoff_ms = 50;
+    cfg.webhook.max_backoff_ms = 100;
+    cfg.webhook.timeout_ms = 500;
+    let server = common::server::Server::start(cfg, true);
+    let post = |fixture: &str, route: &str| {
+        client()
+            .post(server.url(route))
+            .header("authorization", bearer(TAG_KEY))
+            .header("content-type", "audio/wav")
+            .body(common::fixture_bytes(fixture))
+    };
+    // Nothing listens on the webhook's port: transcription goes on regardless.
+    let speech: Value = post("audio/aishell_S0764W0121.wav", "/v1/jobs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let corrupt: Value = post("audio/s0764_truncated.m4a", "/v1/jobs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<String> = [&speech, &corrupt]
+        .iter()
+        .map(|v| v["job_id"].as_str().unwrap().to_string())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut views = Vec::new();
+    for id in &ids {
+        loop {
+            let v: Value = client()
+                .get(server.url(&format!("/v1/jobs/{id}")))
+                .header("authorization", bearer(TAG_KEY))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if matches!(v["status"].as_str(), Some("done" | "failed")) {
+                views.push(v);
+                break;
+            }
+            assert!(Instant::now() < deadline, "job {id} never finished: {v}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(views[0]["status"], "done");
+    // The failed job carries the code /v1/memos answers for the same bytes.
+    let sync = post("audio/s0764_truncated.m4a", "/v1/memos")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sync.status(), 422);
+    let sync: Value = sync.json().await.unwrap();
+    assert_eq!(views[1]["status"], "failed");
+    assert_eq!(views[1]["error"]["code"], sync["error"]["code"]);
+    assert_eq!(views[1]["attempts"], 1);
+
+    // Both events end dead after their two attempts; only an admin sees them.
+    let dead = |key: &'static str| {
+        client()
+            .get(server.url("/v1/webhooks/dead"))
+            .header("authorization", bearer(key))
+            .send()
+    };
+    assert_eq!(dead(TAG_KEY).await.unwrap().status(), 403);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let items = loop {
+        let v: Value = dead(ADMIN_KEY).await.unwrap().json().await.unwrap();
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        if items.len() == 2 {
+            break items;
+        }
+        assert!(Instant::now() < deadline, "events never parked: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for item in &items {
+        assert_eq!(item["attempts"], 2);
+        assert_eq!(item["last_error"], "could not connect");
+        assert!(ids.contains(&item["job_id"].as_str().unwrap().to_string()));
+    }
+
+    // The CRM comes back; the admin resends one event and it arrives, signed.
+    let receiver = Receiver::default();
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let event = items[0]["event_id"].as_str().unwrap();
+    let retry = |key: &'static str, id: String| {
+        client()
+            .post(server.url(&format!("/v1/webhooks/dead/{id}/retry")))
+            .header("authorization", bearer(key))
+            .send()
+    };
+    assert_eq!(retry(TAG_KEY, event.into()).await.unwrap().status(), 403);
+    assert_eq!(
+        retry(ADMIN_KEY, "evt_nothing".into())
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(retry(ADMIN_KEY, event.into()).await.unwrap().status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.got.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the resent event never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = receiver.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].event_id, event);
+    assert!(receiver.bad_signatures.lock().unwrap().is_empty());
+    let v: Value = dead(ADMIN_KEY).await.unwrap().json().await.unwrap();
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(1));
+
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "needtag_webhook_failures 4",
+        "needtag_webhook_dead 1",
+        "needtag_webhook_delivered 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in /metrics"
+        );
+    }
+
+    // Without its database the service cannot accept jobs: not ready.
+    assert_eq!(
+        client()
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    std::fs::remove_file(&server.archive_path).unwrap();
+    let r = client().get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "not_ready");
+}
