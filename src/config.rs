@@ -27,7 +27,8 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JobsConfig {
-    /// Accept jobs at all. Off: the job routes answer 404 and no job tables are created.
+    /// Accept jobs at all. Off (or with `archive.enabled = false`): the job routes answer 404
+    /// and no job tables are created.
     pub enabled: bool,
     /// Most jobs queued or running at once; more are answered 503 `busy`.
     pub max_pending: u64,

@@ -668,6 +668,23 @@ async fn unreachable_webhook_parks_events_as_dead_for_an_admin_to_resend() {
         );
     }
 
+    let spec: Value = client()
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/v1/webhooks/dead",
+        "/v1/webhooks/dead/{event_id}/retry",
+    ] {
+        assert!(spec["paths"][path].is_object(), "openapi lacks {path}");
+    }
+
     // Without its database the service cannot accept jobs: not ready.
     assert_eq!(
         client()

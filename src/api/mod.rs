@@ -105,7 +105,12 @@ impl AppState {
             self.cfg.server.queue,
         )?;
         // The jobs' tables live in the archive's file, beside (never inside) its tables.
-        let jobs = if self.cfg.jobs.enabled {
+        // With the archive off nothing is written to disk, jobs included: they need its file,
+        // and its copy of each result is what keeps a job from being stored twice.
+        if self.cfg.jobs.enabled && !self.cfg.archive.enabled {
+            tracing::info!("memo jobs are off because the archive is (archive.enabled = false)");
+        }
+        let jobs = if self.cfg.jobs.enabled && self.cfg.archive.enabled {
             let j = jobs::Jobs::open(&self.cfg).map_err(crate::Error::InvalidInput)?;
             Some(Arc::new(j))
         } else {
