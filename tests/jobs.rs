@@ -351,6 +351,19 @@ async fn killed_service_finishes_every_job_once_and_delivers_each_once() {
     let v: Value = bad.json().await.unwrap();
     assert_eq!(v["error"]["code"], "unsupported_format");
 
+    // With a backlog of jobs, a synchronous memo is still answered (jobs never take its slots).
+    let sync = client()
+        .post(service.url("/v1/memos"))
+        .header("authorization", bearer(TAG_KEY))
+        .header("content-type", "audio/wav")
+        .body(common::fixture_bytes("audio/aishell_S0724W0121.wav"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sync.status(), 200, "/v1/memos beside 32 queued jobs");
+    let (code, _) = job(&service, "job_nothing", TAG_KEY).await;
+    assert_eq!(code, 404);
+
     // Wait until some jobs are done and some running, then kill the service outright.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -488,7 +501,11 @@ async fn killed_service_finishes_every_job_once_and_delivers_each_once() {
         .query_row("SELECT COUNT(*) FROM memos", [], |r| r.get(0))
         .unwrap();
     let done = finished.values().filter(|v| v["status"] == "done").count() as i64;
-    assert_eq!(total, done);
+    assert_eq!(
+        total,
+        done + 1,
+        "each done job once, and the one synchronous memo"
+    );
     let track: i64 = conn
         .query_row("SELECT MAX(version) FROM jobs_schema_migrations", [], |r| {
             r.get(0)
