@@ -742,6 +742,34 @@ mod tests {
     }
 
     #[test]
+    fn a_webhook_needs_an_http_url_and_a_real_secret_and_its_secret_is_never_shown() {
+        let mut cfg = Config::default();
+        cfg.webhook.url = Some("https://crm.example.com/hook".into());
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("webhook.secret"), "{e}");
+        cfg.webhook.secret = "a-secret-of-24-characters".into();
+        cfg.validate().unwrap();
+        assert!(!cfg.redacted().to_string().contains("a-secret-of-24"));
+        assert!(!format!("{:?}", cfg.webhook).contains("a-secret-of-24"));
+        cfg.webhook.url = Some("ftp://crm.example.com/hook".into());
+        assert!(cfg.validate().is_err());
+        cfg.webhook.url = Some("http://crm".into());
+        cfg.webhook.max_attempts = 0;
+        assert!(cfg.validate().is_err());
+        let mut cfg = Config::default();
+        cfg.apply_env(|k| match k {
+            "NEEDTAG_WEBHOOK_URL" => Some("http://127.0.0.1:9/hook".into()),
+            "NEEDTAG_WEBHOOK_SECRET" => Some("from-the-environment-0001".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cfg.webhook.url.as_deref(), Some("http://127.0.0.1:9/hook"));
+        cfg.validate().unwrap();
+        assert!(toml::from_str::<Config>("[webhook]\nurll = \"x\"\n").is_err());
+        assert!(toml::from_str::<Config>("[jobs]\nmax_pendin = 1\n").is_err());
+    }
+
+    #[test]
     fn redacted_config_hides_keys() {
         let mut cfg = Config::default();
         cfg.server.api_keys = parse_api_keys("secretsecretsecret:tag").unwrap();

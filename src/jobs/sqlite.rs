@@ -370,26 +370,23 @@ impl JobQueue for SqliteJobs {
     fn counts(&self) -> Result<Counts> {
         let conn = self.conn();
         let mut counts = Counts::default();
-        let mut stmt = conn.prepare_cached(
-            "SELECT status, COUNT(*), SUM(audio_bytes) FROM jobs GROUP BY status",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, u64>(1)?,
-                r.get::<_, Option<u64>>(2)?,
-            ))
-        })?;
+        // Counted from the status index alone; only waiting jobs' rows are read for their bytes.
+        let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
         for row in rows {
-            let (status, n, bytes) = row?;
+            let (status, n) = row?;
             match status.as_str() {
                 "queued" => counts.queued = n,
                 "running" => counts.running = n,
                 "done" => counts.done = n,
                 _ => counts.failed = n,
             }
-            counts.pending_bytes += bytes.unwrap_or(0);
         }
+        counts.pending_bytes = conn.query_row(
+            "SELECT COALESCE(SUM(audio_bytes), 0) FROM jobs WHERE status IN ('queued', 'running')",
+            [],
+            |r| r.get(0),
+        )?;
         let oldest: Option<i64> = conn.query_row(
             "SELECT MIN(created_at) FROM jobs WHERE status = 'queued'",
             [],
