@@ -279,7 +279,7 @@ async fn archive_result(state: &AppState, result: &MemoResult, owner: &str) -> R
         .map_err(|e| e.to_string())
 }
 
-async fn attempt(state: &Arc<AppState>, job: &Claimed) -> Attempt {
+async fn attempt(state: &Arc<AppState>, job: &Claimed, audio: Vec<u8>) -> Attempt {
     if let Some(r) = archived(state, &job.memo_id).await {
         // An earlier attempt got this far before the process died.
         if let Ok(jobs) = jobs_of(state) {
@@ -299,7 +299,7 @@ async fn attempt(state: &Arc<AppState>, job: &Claimed) -> Attempt {
         domain: job.meta.domain.clone(),
     };
     let timeout = Duration::from_secs(state.cfg.jobs.attempt_timeout_s.max(1));
-    let bytes = axum::body::Bytes::from(job.audio.clone());
+    let bytes = axum::body::Bytes::from(audio);
     match loaded.pool.run_unslotted(bytes, meta, timeout).await {
         Err(_) => Attempt::Transient("the attempt took longer than jobs.attempt_timeout_s".into()),
         Ok(Ok(result)) => {
@@ -325,7 +325,9 @@ async fn attempt(state: &Arc<AppState>, job: &Claimed) -> Attempt {
 }
 
 /// Run one claimed job to its end (or back to the queue).
-async fn run_job(state: Arc<AppState>, jobs: Arc<Jobs>, job: Claimed) {
+async fn run_job(state: Arc<AppState>, jobs: Arc<Jobs>, mut job: Claimed) {
+    // The audio goes to the worker without a copy; the rest of the job stays for its event.
+    let audio = std::mem::take(&mut job.audio);
     let max = state.cfg.jobs.max_attempts;
     let attempt = if job.attempts > max {
         // Taken more often than allowed: earlier attempts died with the process.
@@ -337,7 +339,7 @@ async fn run_job(state: Arc<AppState>, jobs: Arc<Jobs>, job: Claimed) {
             ),
         }))
     } else {
-        attempt(&state, &job).await
+        attempt(&state, &job, audio).await
     };
     let outcome = match attempt {
         Attempt::Finished(o) => o,
