@@ -9,7 +9,8 @@ webhook receiver in this script that checks every signature. Standard library on
     python3 benches/jobs.py                 # 24 jobs per throughput run, 30 at the steady rate
     python3 benches/jobs.py --jobs 48 --steady 60 --load 0.6
 
-The audio is the four 4.2-second speech fixtures, round robin. Results go to stdout; copy them
+The audio is the four 4.2-second speech fixtures, round robin. With 2 workers it also times
+/v1/memos alone and beside a backlog of 24 queued jobs (how the workers are shared). Results go to stdout; copy them
 to docs/benchmarks.md with the machine's load (`cat /proc/loadavg`).
 """
 
@@ -148,6 +149,22 @@ def main():
             print(f"workers={workers}: {args.jobs} jobs accepted in {accepted:.2f} s, all delivered after "
                   f"{took:.1f} s -> {rates[workers]:.1f} jobs/min; load: {open('/proc/loadavg').read().strip()}")
             if workers == 2:
+                # /v1/memos beside a backlog of jobs: alone, then with 24 jobs queued behind it.
+                def memo(i):
+                    req = urllib.request.Request(base + "/v1/memos", data=audio[i % len(audio)], method="POST",
+                                                 headers={"authorization": f"Bearer {KEY}", "content-type": "audio/wav"})
+                    t = time.monotonic()
+                    with urllib.request.urlopen(req) as r:
+                        assert r.status == 200
+                        r.read()
+                    return time.monotonic() - t
+                alone = [memo(i) for i in range(5)]
+                backlog = [submit(base, audio[i % len(audio)]) for i in range(24)]
+                beside = [memo(i) for i in range(5)]
+                wait_delivered(backlog)
+                print(f"/v1/memos alone: median {statistics.median(alone):.2f} s, max {max(alone):.2f} s; "
+                      f"beside 24 queued jobs: median {statistics.median(beside):.2f} s, max {max(beside):.2f} s; "
+                      f"load: {open('/proc/loadavg').read().strip()}")
                 rate = rates[2] / 60 * args.load
                 lat = []
                 sent = []
