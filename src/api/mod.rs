@@ -241,7 +241,7 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
         .route("/v1/jobs", post(jobs::submit))
         .route("/v1/jobs/{id}", get(jobs::get_one))
         .route("/v1/webhooks/dead", get(jobs::dead))
-        .route("/v1/webhooks/dead/{id}/retry", post(jobs::retry_dead))
+        .route("/v1/webhooks/dead/{event_id}/retry", post(jobs::retry_dead))
         .route("/v1/tag", post(routes::tag))
         .route("/v1/tag/batch", post(routes::tag_batch))
         .route("/v1/library", get(routes::library))
