@@ -1148,3 +1148,46 @@ async fn every_error_code_is_documented_with_its_status() {
         assert!(status < 500, "{status}: {body}");
     }
 }
+
+/// 17. Metadata with control characters (a newline that forges a log or CSV line, a NUL) is a
+/// 422 `invalid_input` on `/v1/memos` and `/v1/jobs` alike, before anything is stored.
+#[tokio::test]
+async fn metadata_with_control_characters_is_refused() {
+    let s = shared();
+    for route in ["/v1/memos", "/v1/jobs"] {
+        for query in [
+            "rep_id=r-1%0Aforged",
+            "customer_id=c%00d",
+            "team=t%1B%5B31m",
+        ] {
+            let resp = client()
+                .post(s.url(&format!("{route}?{query}")))
+                .header("authorization", bearer(KEY_A))
+                .header("content-type", "audio/wav")
+                .body(tiny_wav(16_000, 16_000))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(
+                (status, &body["error"]["code"]),
+                (422, &json!("invalid_input")),
+                "{route}?{query}: {body}"
+            );
+        }
+        // The same field through a multipart form.
+        let form = Form::new()
+            .text("rep_id", "r-1\r\nforged")
+            .part("audio", Part::bytes(tiny_wav(16_000, 16_000)).file_name("m.wav"));
+        let resp = client()
+            .post(s.url(route))
+            .header("authorization", bearer(KEY_A))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 422, "{route} multipart");
+    }
+}
+
