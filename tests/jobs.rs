@@ -665,6 +665,13 @@ async fn unreachable_webhook_parks_events_as_dead_for_an_admin_to_resend() {
     assert!(receiver.bad_signatures.lock().unwrap().is_empty());
     let v: Value = dead(ADMIN_KEY).await.unwrap().json().await.unwrap();
     assert_eq!(v["items"].as_array().map(Vec::len), Some(1));
+    // Resent and delivered (or about to be recorded so): not dead, so a second resend is a
+    // typed 409, not the 404 of an unknown event.
+    let again = retry(ADMIN_KEY, event.into()).await.unwrap();
+    assert_eq!(again.status(), 409);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["error"]["code"], "event_not_dead", "{again}");
+    assert_eq!(receiver.got.lock().unwrap().len(), 1, "a delivered event was sent again");
 
     let metrics = client()
         .get(server.url("/metrics"))

@@ -37,7 +37,7 @@ use crate::jobs::sqlite::SqliteJobs;
 use crate::jobs::webhook::{self, Sender};
 use crate::jobs::{
     Claimed, DeadEvent, Event, Job, JobError, JobFailure, JobMeta, JobQueue, NewJob, Outbox,
-    Outcome, Status, Submitted,
+    Outcome, Resend, Status, Submitted,
 };
 use crate::pipeline::MemoMeta;
 use crate::result::MemoResult;
@@ -531,7 +531,7 @@ fn path_id(id: Result<Path<String>, PathRejection>, what: &str) -> Result<String
     if id.is_empty() || id.len() > 64 {
         return Err(ApiError::new(
             Code::InvalidRequest,
-            format!("a {what} id has 1 to 64 characters"),
+            format!("the {what} id has 1 to 64 characters"),
         ));
     }
     Ok(id)
@@ -606,7 +606,8 @@ pub struct Resent {
 /// Send a dead webhook event again (admin).
 #[utoipa::path(post, path = "/v1/webhooks/dead/{event_id}/retry", tag = "jobs", params(("event_id" = String, Path)),
     responses((status = 202, body = Resent), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
-        (status = 404, description = "no dead event with this id", body = super::error::ErrorBody)),
+        (status = 404, description = "no event with this id", body = super::error::ErrorBody),
+        (status = 409, description = "the event is pending or delivered, not dead", body = super::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn retry_dead(
     State(state): Shared,
@@ -622,11 +623,20 @@ pub async fn retry_dead(
         .await
         .map_err(|_| ApiError::new(Code::Internal, "the outbox could not be written"))?
         .map_err(job_error)?;
-    if !resent {
-        return Err(ApiError::new(
-            Code::NotFound,
-            format!("no dead webhook event {id:?}"),
-        ));
+    match resent {
+        Resend::Queued => {}
+        Resend::Unknown => {
+            return Err(ApiError::new(
+                Code::NotFound,
+                format!("no webhook event {id:?}"),
+            ))
+        }
+        Resend::NotDead => {
+            return Err(ApiError::new(
+                Code::EventNotDead,
+                format!("webhook event {id:?} is pending or delivered, not dead; it is not sent again"),
+            ))
+        }
     }
     tracing::info!(event_id = %id, caller = %caller.name, "dead webhook event queued again");
     jobs.events.notify_one();

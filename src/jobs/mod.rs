@@ -108,6 +108,17 @@ pub enum Submitted {
     Full,
 }
 
+/// What [`Outbox::resend`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// The dead event is pending again.
+    Queued,
+    /// No event has this id.
+    Unknown,
+    /// The event is not dead (still pending, or delivered): nothing to resend.
+    NotDead,
+}
+
 /// The typed error of a failed job: the code and message `/v1/memos` would have answered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobFailure {
@@ -251,9 +262,8 @@ pub trait Outbox: Send + Sync {
     ) -> Result<()>;
     /// Dead events, newest first.
     fn dead(&self, limit: usize) -> Result<Vec<DeadEvent>>;
-    /// Make a dead event pending again with fresh attempts; false when there is no such dead
-    /// event.
-    fn resend(&self, event_id: &str) -> Result<bool>;
+    /// Make a dead event pending again with fresh attempts, or say why not.
+    fn resend(&self, event_id: &str) -> Result<Resend>;
     fn outbox_counts(&self) -> Result<OutboxCounts>;
     /// The earliest time a pending event is due, if any.
     fn next_due(&self) -> Result<Option<DateTime<Utc>>>;

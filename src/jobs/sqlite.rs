@@ -11,7 +11,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
     from_millis, millis, rfc3339, Claimed, Counts, DeadEvent, Delivery, Job, JobError, JobFailure,
-    JobMeta, JobQueue, NewEvent, NewJob, Outbox, OutboxCounts, Outcome, Result, Status, Submitted,
+    JobMeta, JobQueue, NewEvent, NewJob, Outbox, OutboxCounts, Outcome, Resend, Result, Status,
+    Submitted,
 };
 use crate::result::MemoResult;
 
@@ -499,13 +500,28 @@ impl Outbox for SqliteJobs {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    fn resend(&self, event_id: &str) -> Result<bool> {
-        let n = self.conn().execute(
+    fn resend(&self, event_id: &str) -> Result<Resend> {
+        let conn = self.conn();
+        let n = conn.execute(
             "UPDATE webhook_events SET state = 'pending', attempts = 0, next_at = ?2
              WHERE event_id = ?1 AND state = 'dead'",
             params![event_id, millis(Utc::now())],
         )?;
-        Ok(n == 1)
+        if n == 1 {
+            return Ok(Resend::Queued);
+        }
+        let known = conn
+            .query_row(
+                "SELECT 1 FROM webhook_events WHERE event_id = ?1",
+                [event_id],
+                |_| Ok(()),
+            )
+            .optional()?;
+        Ok(if known.is_some() {
+            Resend::NotDead
+        } else {
+            Resend::Unknown
+        })
     }
 
     fn outbox_counts(&self) -> Result<OutboxCounts> {

@@ -162,8 +162,13 @@ fn outbox_retries_parks_and_resends() {
     assert!(db.due(later, 10).unwrap().is_empty());
     // Purging keeps a job whose event is not delivered.
     assert_eq!(db.purge(Utc::now() + Duration::days(1)).unwrap(), 0);
-    assert!(db.resend(&ev.event_id).unwrap());
-    assert!(!db.resend(&ev.event_id).unwrap(), "pending now, not dead");
+    assert_eq!(db.resend(&ev.event_id).unwrap(), Resend::Queued);
+    assert_eq!(
+        db.resend(&ev.event_id).unwrap(),
+        Resend::NotDead,
+        "pending now, not dead"
+    );
+    assert_eq!(db.resend("evt_none").unwrap(), Resend::Unknown);
     let due = db.due(Utc::now(), 10).unwrap();
     assert_eq!(due[0].attempts, 0);
     db.delivered(&ev.event_id, 200).unwrap();
