@@ -68,7 +68,9 @@ impl Default for JobsConfig {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// `https://…` (or `http://…`); none: no events are sent. Also `NEEDTAG_WEBHOOK_URL`.
+    /// `https://…` (or `http://…`) with a host; none: no events are sent. Also
+    /// `NEEDTAG_WEBHOOK_URL`. Logs show a password or query in it as `***`. A redirect is not
+    /// followed (it counts as a failed attempt).
     pub url: Option<String>,
     /// The HMAC-SHA256 key of `Needtag-Signature` (at least 16 characters when `url` is set).
     /// Also `NEEDTAG_WEBHOOK_SECRET`, which keeps it out of the file.
@@ -88,13 +90,30 @@ pub struct WebhookConfig {
 impl std::fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookConfig")
-            .field("url", &self.url)
+            .field("url", &self.url.as_deref().map(shown_url))
             .field("timeout_ms", &self.timeout_ms)
             .field("max_attempts", &self.max_attempts)
             .field("backoff_ms", &self.backoff_ms)
             .field("max_backoff_ms", &self.max_backoff_ms)
             .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
+    }
+}
+
+/// A webhook URL as logs may show it: a password and a query (where CRMs put tokens) are
+/// replaced by `***`.
+pub fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if u.query().is_some() {
+                u.set_query(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "(not a valid URL)".into(),
     }
 }
 
@@ -591,9 +610,12 @@ impl Config {
             return bad("jobs.max_pending and jobs.max_attempts must be at least 1");
         }
         if let Some(url) = &self.webhook.url {
-            let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-            if !matches!(scheme.as_deref(), Some("http" | "https")) {
-                return bad("webhook.url must be an http:// or https:// URL");
+            // Parsed as the sender will parse it, so a URL it cannot use is refused here, by
+            // `needtag check` and before the models load, not later at start.
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| Error::InvalidInput(format!("webhook.url: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return bad("webhook.url must be an http:// or https:// URL with a host");
             }
             if self.webhook.secret.len() < 16 {
                 return bad(
@@ -630,6 +652,11 @@ impl Config {
         }
         if let Some(secret) = v.pointer_mut("/webhook/secret") {
             *secret = serde_json::Value::String("***".into());
+        }
+        if let (Some(url), Some(shown)) =
+            (self.webhook.url.as_deref(), v.pointer_mut("/webhook/url"))
+        {
+            *shown = serde_json::Value::String(shown_url(url));
         }
         v
     }
@@ -753,6 +780,26 @@ mod tests {
         assert!(!format!("{:?}", cfg.webhook).contains("a-secret-of-24"));
         cfg.webhook.url = Some("ftp://crm.example.com/hook".into());
         assert!(cfg.validate().is_err());
+        // URLs the sender could not use are refused by validation, not at start.
+        for bad in [
+            "http://",
+            "http://exa mple.com/h",
+            "file:///etc/passwd",
+            "crm.example.com",
+        ] {
+            cfg.webhook.url = Some(bad.into());
+            assert!(cfg.validate().is_err(), "{bad} was accepted");
+        }
+        // Credentials in the URL (a password, a token in the query) are never shown.
+        cfg.webhook.url =
+            Some("https://crm:pw-in-url@crm.example.com/hook?token=tok-in-url".into());
+        cfg.validate().unwrap();
+        let shown = format!("{} {:?}", cfg.redacted(), cfg.webhook);
+        assert!(
+            !shown.contains("pw-in-url") && !shown.contains("tok-in-url"),
+            "{shown}"
+        );
+        assert!(shown.contains("crm.example.com/hook"), "{shown}");
         cfg.webhook.url = Some("http://crm".into());
         cfg.webhook.max_attempts = 0;
         assert!(cfg.validate().is_err());

@@ -1177,9 +1177,10 @@ async fn metadata_with_control_characters_is_refused() {
             );
         }
         // The same field through a multipart form.
-        let form = Form::new()
-            .text("rep_id", "r-1\r\nforged")
-            .part("audio", Part::bytes(tiny_wav(16_000, 16_000)).file_name("m.wav"));
+        let form = Form::new().text("rep_id", "r-1\r\nforged").part(
+            "audio",
+            Part::bytes(tiny_wav(16_000, 16_000)).file_name("m.wav"),
+        );
         let resp = client()
             .post(s.url(route))
             .header("authorization", bearer(KEY_A))
@@ -1206,10 +1207,18 @@ async fn jobs_are_private_to_their_key_and_idempotent_under_races() {
             .body(tiny_wav(16_000, 8_000))
             .send()
     };
-    let a: Value = submit(KEY_A, "adv-jobs-1").await.unwrap().json().await.unwrap();
+    let a: Value = submit(KEY_A, "adv-jobs-1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let b = submit(KEY_B, "adv-jobs-1").await.unwrap();
     assert_eq!(b.status(), 202);
-    assert!(b.headers().get("idempotency-replayed").is_none(), "B got A's job");
+    assert!(
+        b.headers().get("idempotency-replayed").is_none(),
+        "B got A's job"
+    );
     let b: Value = b.json().await.unwrap();
     assert_ne!(a["job_id"], b["job_id"]);
     let get = |key: &'static str, id: String| {
@@ -1244,7 +1253,11 @@ async fn jobs_are_private_to_their_key_and_idempotent_under_races() {
             _ => panic!("a racing submission got {status}: {body}"),
         }
     }
-    assert_eq!(ids.len(), 1, "racing submissions made several jobs: {ids:?}");
+    assert_eq!(
+        ids.len(),
+        1,
+        "racing submissions made several jobs: {ids:?}"
+    );
 
     let long = "j".repeat(5_000);
     for (id, want) in [

@@ -671,7 +671,11 @@ async fn unreachable_webhook_parks_events_as_dead_for_an_admin_to_resend() {
     assert_eq!(again.status(), 409);
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["error"]["code"], "event_not_dead", "{again}");
-    assert_eq!(receiver.got.lock().unwrap().len(), 1, "a delivered event was sent again");
+    assert_eq!(
+        receiver.got.lock().unwrap().len(),
+        1,
+        "a delivered event was sent again"
+    );
 
     let metrics = client()
         .get(server.url("/metrics"))

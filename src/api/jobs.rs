@@ -634,7 +634,9 @@ pub async fn retry_dead(
         Resend::NotDead => {
             return Err(ApiError::new(
                 Code::EventNotDead,
-                format!("webhook event {id:?} is pending or delivered, not dead; it is not sent again"),
+                format!(
+                    "webhook event {id:?} is pending or delivered, not dead; it is not sent again"
+                ),
             ))
         }
     }

@@ -164,7 +164,8 @@ impl Sender {
                 Attempt::Failed(format!("no answer within {} ms", self.cfg.timeout_ms))
             }
             Err(e) if e.is_connect() => Attempt::Failed("could not connect".into()),
-            Err(e) => Attempt::Failed(format!("request failed: {e}")),
+            // Without the URL: it may carry credentials, and this text is stored and listed.
+            Err(e) => Attempt::Failed(format!("request failed: {}", e.without_url())),
         }
     }
 
