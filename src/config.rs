@@ -18,6 +18,117 @@ pub struct Config {
     pub matcher: MatcherConfig,
     pub server: ServerConfig,
     pub archive: ArchiveConfig,
+    pub jobs: JobsConfig,
+    pub webhook: WebhookConfig,
+}
+
+/// Memo jobs (`POST /v1/jobs`): uploads stored in the archive's SQLite file (`archive.path`, in
+/// tables of their own) and transcribed by the service's workers when they are free.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Accept jobs at all. Off (or with `archive.enabled = false`): the job routes answer 404
+    /// and no job tables are created.
+    pub enabled: bool,
+    /// Most jobs queued or running at once; more are answered 503 `busy`.
+    pub max_pending: u64,
+    /// Most bytes of audio held by queued or running jobs; more are answered 503 `busy`.
+    pub max_pending_bytes: u64,
+    /// Attempts at a job whose failure was on the server's side (an internal error, or the
+    /// process dying while it ran) before it ends `failed`. A failure caused by the upload
+    /// (corrupt audio, too short…) ends the job at once.
+    pub max_attempts: u32,
+    /// Transcription workers jobs may use even while `/v1/memos` requests wait for one (at
+    /// most `server.workers`). Beyond these, jobs take only idle workers, so synchronous
+    /// requests go first; 0 lets a steady stream of them hold jobs back indefinitely.
+    pub reserved_workers: usize,
+    /// Longest one attempt may take before it counts as a server-side failure (seconds).
+    pub attempt_timeout_s: u64,
+    /// Finished jobs (with their results) are deleted after this many days (checked hourly);
+    /// 0 keeps them. A job whose webhook event is not delivered yet is kept.
+    pub retention_days: u32,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_pending: 10_000,
+            max_pending_bytes: 4 * 1024 * 1024 * 1024,
+            max_attempts: 3,
+            reserved_workers: 1,
+            attempt_timeout_s: 600,
+            retention_days: 7,
+        }
+    }
+}
+
+/// The CRM endpoint that receives every finished job (done or failed) as a signed POST
+/// (README → Webhooks).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `https://…` (or `http://…`) with a host; none: no events are sent. Also
+    /// `NEEDTAG_WEBHOOK_URL`. Logs show a password or query in it as `***`. A redirect is not
+    /// followed (it counts as a failed attempt).
+    pub url: Option<String>,
+    /// The HMAC-SHA256 key of `Needtag-Signature` (at least 16 characters when `url` is set).
+    /// Also `NEEDTAG_WEBHOOK_SECRET`, which keeps it out of the file.
+    pub secret: String,
+    /// Longest an attempt may take, connecting included (milliseconds).
+    pub timeout_ms: u64,
+    /// Attempts before an event is parked as dead (`GET /v1/webhooks/dead`).
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt (milliseconds); it doubles after each one, up
+    /// to `max_backoff_ms`, with random jitter in its upper half.
+    pub backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Events sent at once.
+    pub concurrency: usize,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url.as_deref().map(shown_url))
+            .field("timeout_ms", &self.timeout_ms)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff_ms", &self.backoff_ms)
+            .field("max_backoff_ms", &self.max_backoff_ms)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A webhook URL as logs may show it: a password and a query (where CRMs put tokens) are
+/// replaced by `***`.
+pub fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if u.query().is_some() {
+                u.set_query(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "(not a valid URL)".into(),
+    }
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            secret: String::new(),
+            timeout_ms: 10_000,
+            max_attempts: 12,
+            backoff_ms: 2_000,
+            max_backoff_ms: 3_600_000,
+            concurrency: 4,
+        }
+    }
 }
 
 /// The memo archive: every memo the service answers is stored with its metadata, text and
@@ -437,6 +548,12 @@ impl Config {
         if let Some(v) = get("NEEDTAG_ARCHIVE_URL") {
             self.archive.url = Some(v).filter(|v| !v.trim().is_empty());
         }
+        if let Some(v) = get("NEEDTAG_WEBHOOK_URL") {
+            self.webhook.url = Some(v).filter(|v| !v.trim().is_empty());
+        }
+        if let Some(v) = get("NEEDTAG_WEBHOOK_SECRET") {
+            self.webhook.secret = v;
+        }
         Ok(())
     }
 
@@ -503,6 +620,32 @@ impl Config {
         if self.archive.enabled && self.archive.queue == 0 {
             return bad("archive.queue must be at least 1");
         }
+        if self.jobs.enabled && (self.jobs.max_pending == 0 || self.jobs.max_attempts == 0) {
+            return bad("jobs.max_pending and jobs.max_attempts must be at least 1");
+        }
+        if let Some(url) = &self.webhook.url {
+            // Parsed as the sender will parse it, so a URL it cannot use is refused here, by
+            // `needtag check` and before the models load, not later at start.
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| Error::InvalidInput(format!("webhook.url: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return bad("webhook.url must be an http:// or https:// URL with a host");
+            }
+            if self.webhook.secret.len() < 16 {
+                return bad(
+                    "webhook.secret must be at least 16 characters when webhook.url is set",
+                );
+            }
+            if self.webhook.max_attempts == 0 || self.webhook.timeout_ms == 0 {
+                return bad("webhook.max_attempts and webhook.timeout_ms must be at least 1");
+            }
+            if self.webhook.backoff_ms == 0 || self.webhook.max_backoff_ms < self.webhook.backoff_ms
+            {
+                return bad(
+                    "webhook.backoff_ms must be at least 1 and at most webhook.max_backoff_ms",
+                );
+            }
+        }
         if let Some(d) = &self.asr.default_domain {
             crate::library::check_domain(d)
                 .map_err(|e| Error::InvalidInput(format!("asr.default_domain: {e}")))?;
@@ -524,6 +667,14 @@ impl Config {
         if let Some(url) = &self.archive.url {
             v["archive"]["url"] =
                 serde_json::Value::String(crate::archive::postgres::redact_url(url));
+        }
+        if let Some(secret) = v.pointer_mut("/webhook/secret") {
+            *secret = serde_json::Value::String("***".into());
+        }
+        if let (Some(url), Some(shown)) =
+            (self.webhook.url.as_deref(), v.pointer_mut("/webhook/url"))
+        {
+            *shown = serde_json::Value::String(shown_url(url));
         }
         v
     }
@@ -633,6 +784,54 @@ mod tests {
         )
         .unwrap();
         cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn a_webhook_needs_an_http_url_and_a_real_secret_and_its_secret_is_never_shown() {
+        let mut cfg = Config::default();
+        cfg.webhook.url = Some("https://crm.example.com/hook".into());
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("webhook.secret"), "{e}");
+        cfg.webhook.secret = "a-secret-of-24-characters".into();
+        cfg.validate().unwrap();
+        assert!(!cfg.redacted().to_string().contains("a-secret-of-24"));
+        assert!(!format!("{:?}", cfg.webhook).contains("a-secret-of-24"));
+        cfg.webhook.url = Some("ftp://crm.example.com/hook".into());
+        assert!(cfg.validate().is_err());
+        // URLs the sender could not use are refused by validation, not at start.
+        for bad in [
+            "http://",
+            "http://exa mple.com/h",
+            "file:///etc/passwd",
+            "crm.example.com",
+        ] {
+            cfg.webhook.url = Some(bad.into());
+            assert!(cfg.validate().is_err(), "{bad} was accepted");
+        }
+        // Credentials in the URL (a password, a token in the query) are never shown.
+        cfg.webhook.url =
+            Some("https://crm:pw-in-url@crm.example.com/hook?token=tok-in-url".into());
+        cfg.validate().unwrap();
+        let shown = format!("{} {:?}", cfg.redacted(), cfg.webhook);
+        assert!(
+            !shown.contains("pw-in-url") && !shown.contains("tok-in-url"),
+            "{shown}"
+        );
+        assert!(shown.contains("crm.example.com/hook"), "{shown}");
+        cfg.webhook.url = Some("http://crm".into());
+        cfg.webhook.max_attempts = 0;
+        assert!(cfg.validate().is_err());
+        let mut cfg = Config::default();
+        cfg.apply_env(|k| match k {
+            "NEEDTAG_WEBHOOK_URL" => Some("http://127.0.0.1:9/hook".into()),
+            "NEEDTAG_WEBHOOK_SECRET" => Some("from-the-environment-0001".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cfg.webhook.url.as_deref(), Some("http://127.0.0.1:9/hook"));
+        cfg.validate().unwrap();
+        assert!(toml::from_str::<Config>("[webhook]\nurll = \"x\"\n").is_err());
+        assert!(toml::from_str::<Config>("[jobs]\nmax_pendin = 1\n").is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod audio;
 pub mod config;
 pub mod error;
 pub mod eval;
+pub mod jobs;
 pub mod library;
 pub mod matcher;
 pub mod onnx;

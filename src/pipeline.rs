@@ -202,17 +202,24 @@ pub struct MemoMeta {
 pub const MAX_ID_CHARS: usize = 128;
 
 impl MemoMeta {
-    /// Refuse ids too long to be ids and domains the library does not have.
+    /// Refuse ids too long to be ids, ids with control characters (they would reach logs,
+    /// exports and the CRM's webhook as they are) and domains the library does not have.
     pub fn check(&self) -> Result<()> {
         for (field, v) in [
             ("rep_id", &self.rep_id),
             ("customer_id", &self.customer_id),
             ("team", &self.team),
         ] {
-            if let Some(n) = v.as_ref().map(|v| v.chars().count()) {
+            if let Some(v) = v {
+                let n = v.chars().count();
                 if n > MAX_ID_CHARS {
                     return Err(Error::InvalidInput(format!(
                         "{field} has {n} characters; at most {MAX_ID_CHARS}"
+                    )));
+                }
+                if v.chars().any(char::is_control) {
+                    return Err(Error::InvalidInput(format!(
+                        "{field} has a control character (such as a newline or NUL)"
                     )));
                 }
             }

@@ -1148,3 +1148,128 @@ async fn every_error_code_is_documented_with_its_status() {
         assert!(status < 500, "{status}: {body}");
     }
 }
+
+/// 17. Metadata with control characters (a newline that forges a log or CSV line, a NUL) is a
+/// 422 `invalid_input` on `/v1/memos` and `/v1/jobs` alike, before anything is stored.
+#[tokio::test]
+async fn metadata_with_control_characters_is_refused() {
+    let s = shared();
+    for route in ["/v1/memos", "/v1/jobs"] {
+        for query in [
+            "rep_id=r-1%0Aforged",
+            "customer_id=c%00d",
+            "team=t%1B%5B31m",
+        ] {
+            let resp = client()
+                .post(s.url(&format!("{route}?{query}")))
+                .header("authorization", bearer(KEY_A))
+                .header("content-type", "audio/wav")
+                .body(tiny_wav(16_000, 16_000))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(
+                (status, &body["error"]["code"]),
+                (422, &json!("invalid_input")),
+                "{route}?{query}: {body}"
+            );
+        }
+        // The same field through a multipart form.
+        let form = Form::new().text("rep_id", "r-1\r\nforged").part(
+            "audio",
+            Part::bytes(tiny_wav(16_000, 16_000)).file_name("m.wav"),
+        );
+        let resp = client()
+            .post(s.url(route))
+            .header("authorization", bearer(KEY_A))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 422, "{route} multipart");
+    }
+}
+
+/// 18. Jobs belong to the key that sent them: the same Idempotency-Key from two keys makes two
+/// jobs, neither key reads the other's, concurrent identical submissions make exactly one
+/// job, and odd job ids are typed errors, never a 500.
+#[tokio::test]
+async fn jobs_are_private_to_their_key_and_idempotent_under_races() {
+    let s = shared();
+    let submit = |key: &'static str, idem: &'static str| {
+        client()
+            .post(s.url("/v1/jobs"))
+            .header("authorization", bearer(key))
+            .header("content-type", "audio/wav")
+            .header("idempotency-key", idem)
+            .body(tiny_wav(16_000, 8_000))
+            .send()
+    };
+    let a: Value = submit(KEY_A, "adv-jobs-1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b = submit(KEY_B, "adv-jobs-1").await.unwrap();
+    assert_eq!(b.status(), 202);
+    assert!(
+        b.headers().get("idempotency-replayed").is_none(),
+        "B got A's job"
+    );
+    let b: Value = b.json().await.unwrap();
+    assert_ne!(a["job_id"], b["job_id"]);
+    let get = |key: &'static str, id: String| {
+        client()
+            .get(s.url(&format!("/v1/jobs/{id}")))
+            .header("authorization", bearer(key))
+            .send()
+    };
+    let a_id = a["job_id"].as_str().unwrap().to_string();
+    assert_eq!(get(KEY_A, a_id.clone()).await.unwrap().status(), 200);
+    let other = get(KEY_B, a_id.clone()).await.unwrap();
+    assert_eq!(other.status(), 404, "B read A's job");
+    let other: Value = other.json().await.unwrap();
+    assert_eq!(other["error"]["code"], "not_found");
+    assert_eq!(get(ADMIN_KEY, a_id).await.unwrap().status(), 200);
+
+    // Eight identical submissions at once: one job, the others its replay (or a 429 for the
+    // key's in-flight limit), nothing else.
+    let racing: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(submit(KEY_A, "adv-jobs-race")))
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for r in racing {
+        let r = r.await.unwrap().unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        match status {
+            202 => {
+                ids.insert(body["job_id"].as_str().unwrap().to_string());
+            }
+            429 => assert_eq!(body["error"]["code"], "too_many_requests"),
+            _ => panic!("a racing submission got {status}: {body}"),
+        }
+    }
+    assert_eq!(
+        ids.len(),
+        1,
+        "racing submissions made several jobs: {ids:?}"
+    );
+
+    let long = "j".repeat(5_000);
+    for (id, want) in [
+        ("..%2F..%2Fetc%2Fpasswd", 404),
+        ("job_x'%20OR%201=1--", 404),
+        ("%FF%FE", 400),
+        (long.as_str(), 400),
+    ] {
+        let r = get(KEY_A, id.to_string()).await.unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, want, "{id}: {body}");
+        assert!(body["error"]["code"].is_string(), "{id}: {body}");
+    }
+}

@@ -54,6 +54,7 @@ codes! {
     NotFound => ("not_found", NOT_FOUND, "no such route or need"),
     MethodNotAllowed => ("method_not_allowed", METHOD_NOT_ALLOWED, "the route exists but not for this method"),
     RequestTimeout => ("request_timeout", REQUEST_TIMEOUT, "the request took longer than the configured limit, or its headers or body arrived too slowly"),
+    EventNotDead => ("event_not_dead", CONFLICT, "the webhook event is pending or delivered, not dead: only a dead event is sent again"),
     ReloadInProgress => ("reload_in_progress", CONFLICT, "another library reload is running; retry after it"),
     PayloadTooLarge => ("payload_too_large", PAYLOAD_TOO_LARGE, "the body is larger than the configured limit (refused as soon as Content-Length says so)"),
     AudioTooLong => ("audio_too_long", PAYLOAD_TOO_LARGE, "the audio is longer than the configured limit"),

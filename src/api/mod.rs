@@ -8,6 +8,7 @@ mod conn;
 pub mod console;
 pub mod error;
 mod idempotency;
+mod jobs;
 mod memos;
 mod metrics;
 pub mod openapi;
@@ -49,6 +50,8 @@ pub struct AppState {
     requests: AtomicUsize,
     /// Memo uploads being received.
     uploads: Arc<tokio::sync::Semaphore>,
+    /// This state, for the tasks it starts (the job runner).
+    me: std::sync::Weak<AppState>,
 }
 
 /// The loaded engine, its transcription workers and the memo archive.
@@ -57,12 +60,15 @@ pub struct Loaded {
     pub pool: TranscriptionPool,
     /// None when `archive.enabled` is false.
     pub archive: Option<Arc<crate::archive::Archive>>,
+    /// Memo jobs and their webhook; None when `jobs.enabled` is false.
+    pub jobs: Option<Arc<jobs::Jobs>>,
 }
 
 impl AppState {
     /// A state that is not ready yet; call [`AppState::load`] or [`AppState::set_engine`].
     pub fn starting(cfg: &Config) -> Arc<AppState> {
-        Arc::new(AppState {
+        Arc::new_cyclic(|me| AppState {
+            me: me.clone(),
             idempotency: IdempotencyStore::new(
                 cfg.server.idempotency_capacity,
                 Duration::from_secs(cfg.server.idempotency_ttl_s),
@@ -99,11 +105,28 @@ impl AppState {
             self.cfg.server.workers,
             self.cfg.server.queue,
         )?;
+        // The jobs' tables live in the archive's file, beside (never inside) its tables.
+        // With the archive off nothing is written to disk, jobs included: they need its file,
+        // and its copy of each result is what keeps a job from being stored twice.
+        if self.cfg.jobs.enabled && !self.cfg.archive.enabled {
+            tracing::info!("memo jobs are off because the archive is (archive.enabled = false)");
+        }
+        let jobs = if self.cfg.jobs.enabled && self.cfg.archive.enabled {
+            let j = jobs::Jobs::open(&self.cfg).map_err(crate::Error::InvalidInput)?;
+            Some(Arc::new(j))
+        } else {
+            None
+        };
         let _ = self.loaded.set(Loaded {
             engine,
             pool,
             archive,
+            jobs: jobs.clone(),
         });
+        if let Some(j) = jobs {
+            j.start(self.me.clone(), &self.cfg)
+                .map_err(crate::Error::InvalidInput)?;
+        }
         Ok(())
     }
 
@@ -220,6 +243,10 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
         .route("/v1/memos/{id}/audio", get(memos::audio))
         .route("/v1/customers/{id}/memos", delete(memos::delete_customer))
         .route("/v1/metrics/sales", get(sales::sales))
+        .route("/v1/jobs", post(jobs::submit))
+        .route("/v1/jobs/{id}", get(jobs::get_one))
+        .route("/v1/webhooks/dead", get(jobs::dead))
+        .route("/v1/webhooks/dead/{event_id}/retry", post(jobs::retry_dead))
         .route("/v1/tag", post(routes::tag))
         .route("/v1/tag/batch", post(routes::tag_batch))
         .route("/v1/library", get(routes::library))

@@ -135,6 +135,17 @@ impl TranscriptionPool {
         meta: MemoMeta,
         timeout: Duration,
     ) -> std::result::Result<Result<MemoResult>, Elapsed> {
+        self.run_unslotted(bytes, meta, timeout).await
+    }
+
+    /// Run a memo job (`/v1/jobs`) without taking one of the synchronous requests' slots: the
+    /// job runner decides itself when a worker is free for it (see `api::jobs`).
+    pub async fn run_unslotted(
+        &self,
+        bytes: Bytes,
+        meta: MemoMeta,
+        timeout: Duration,
+    ) -> std::result::Result<Result<MemoResult>, Elapsed> {
         let (reply, rx) = oneshot::channel();
         {
             let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());

@@ -207,7 +207,7 @@ pub async fn memos(State(state): Shared, req: Request) -> Response {
 }
 
 /// How fast bodies must arrive.
-fn pace(state: &AppState) -> Pace {
+pub(super) fn pace(state: &AppState) -> Pace {
     Pace {
         min_rate: state.cfg.server.min_body_rate,
         grace: Duration::from_secs(state.cfg.server.body_grace_s),
@@ -217,27 +217,8 @@ fn pace(state: &AppState) -> Pace {
 async fn memos_inner(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
     // The key first: a request without one learns nothing else about the service.
     let caller = authorize(&state.cfg.server.api_keys, req.headers(), Scope::Tag)?;
-    let query = Query::<MemoQuery>::try_from_uri(req.uri())
-        .map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text()))?
-        .0;
+    let (query, idem) = upload_head(&state, &req)?;
     let loaded = state.get()?;
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let multipart = upload::is_multipart(&content_type);
-    if !multipart && !upload::is_audio_type(&content_type) {
-        return Err(ApiError::new(
-            Code::UnsupportedMediaType,
-            format!("send multipart/form-data with an `audio` field, or the audio with an audio/* content type (got {:?})", content_type),
-        ));
-    }
-    let max = state.cfg.audio.max_bytes;
-    // A declared length over the limit is refused before a byte is read.
-    body::refuse_declared(req.headers(), upload::limit(max, multipart))?;
-    let idem = idempotency_key(req.headers())?;
     let _counted = state.enter(&caller.id).ok_or_else(|| {
         ApiError::new(
             Code::TooManyRequests,
@@ -252,59 +233,25 @@ async fn memos_inner(state: Arc<AppState>, req: Request) -> Result<Response, Api
     if loaded.pool.is_full() {
         return Err(busy(loaded));
     }
-    // The upload holds an upload slot while it arrives, not a transcription slot: a slow
-    // client cannot keep the workers from others.
-    let uploading = state.begin_upload().ok_or_else(|| {
-        ApiError::new(
-            Code::Busy,
-            format!(
-                "all {} upload slots are taken; retry shortly",
-                state.cfg.server.max_uploads
-            ),
-        )
-        .retry_after(1)
-    })?;
-    let (bytes, meta) = upload::read(req, query, max, pace(&state)).await?;
-    drop(uploading);
     // Kept for the archive only when configured: a second handle on the same buffer (no copy),
     // which holds the upload (at most audio.max_bytes) until the memo is stored.
+    let kept_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|t| {
+            if upload::is_multipart(t) {
+                "application/octet-stream".to_string()
+            } else {
+                t.to_string()
+            }
+        })
+        .unwrap_or_default();
+    let Upload { bytes, meta, fp } = read_upload(&state, &caller, "memos", req, query).await?;
     let keep_audio = (state.cfg.archive.keep_audio_days > 0).then(|| crate::archive::Audio {
-        content_type: if multipart {
-            "application/octet-stream".to_string()
-        } else {
-            content_type.clone()
-        },
+        content_type: kept_type,
         bytes: bytes.clone(),
     });
-    let recorded_at = parse_time("recorded_at", meta.recorded_at.as_deref())?;
-    let domain = meta
-        .domain
-        .map(|d| d.trim().to_string())
-        .filter(|d| !d.is_empty());
-    let meta = MemoMeta {
-        memo_id: crate::result::new_memo_id(),
-        rep_id: meta.rep_id,
-        customer_id: meta.customer_id,
-        team: meta.team,
-        recorded_at,
-        domain,
-    };
-    meta.check()?;
-    let fp = fingerprint(
-        "memos",
-        &caller,
-        &[
-            &bytes,
-            meta.rep_id.as_deref().unwrap_or("").as_bytes(),
-            meta.customer_id.as_deref().unwrap_or("").as_bytes(),
-            meta.team.as_deref().unwrap_or("").as_bytes(),
-            recorded_at
-                .map(|t| t.to_rfc3339())
-                .unwrap_or_default()
-                .as_bytes(),
-            meta.domain.as_deref().unwrap_or("").as_bytes(),
-        ],
-    );
     let state2 = state.clone();
     let caller2 = caller.clone();
     Ok(idempotent(&state, &caller, idem, fp, move || async move {
@@ -333,6 +280,99 @@ async fn memos_inner(state: Arc<AppState>, req: Request) -> Result<Response, Api
     .await)
 }
 
+/// Check a memo upload's head (`/v1/memos` and `/v1/jobs`): query parameters, content type,
+/// declared length and Idempotency-Key, before a byte of the body is read.
+pub(super) fn upload_head(
+    state: &AppState,
+    req: &Request,
+) -> Result<(MemoQuery, Option<String>), ApiError> {
+    let query = Query::<MemoQuery>::try_from_uri(req.uri())
+        .map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text()))?
+        .0;
+    state.get()?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let multipart = upload::is_multipart(&content_type);
+    if !multipart && !upload::is_audio_type(&content_type) {
+        return Err(ApiError::new(
+            Code::UnsupportedMediaType,
+            format!("send multipart/form-data with an `audio` field, or the audio with an audio/* content type (got {:?})", content_type),
+        ));
+    }
+    // A declared length over the limit is refused before a byte is read.
+    body::refuse_declared(
+        req.headers(),
+        upload::limit(state.cfg.audio.max_bytes, multipart),
+    )?;
+    let idem = idempotency_key(req.headers())?;
+    Ok((query, idem))
+}
+
+/// A memo upload read and checked, with a fresh memo id.
+pub(super) struct Upload {
+    pub bytes: axum::body::Bytes,
+    pub meta: MemoMeta,
+    /// What the request was, for Idempotency-Key reuse (`route`, key, audio and metadata).
+    pub fp: [u8; 32],
+}
+
+/// Read a memo upload's body (holding an upload slot, not a transcription slot, while it
+/// arrives: a slow client cannot keep the workers from others) and check its metadata.
+pub(super) async fn read_upload(
+    state: &AppState,
+    caller: &Caller,
+    route: &str,
+    req: Request,
+    query: MemoQuery,
+) -> Result<Upload, ApiError> {
+    let uploading = state.begin_upload().ok_or_else(|| {
+        ApiError::new(
+            Code::Busy,
+            format!(
+                "all {} upload slots are taken; retry shortly",
+                state.cfg.server.max_uploads
+            ),
+        )
+        .retry_after(1)
+    })?;
+    let (bytes, meta) = upload::read(req, query, state.cfg.audio.max_bytes, pace(state)).await?;
+    drop(uploading);
+    let recorded_at = parse_time("recorded_at", meta.recorded_at.as_deref())?;
+    let domain = meta
+        .domain
+        .map(|d| d.trim().to_string())
+        .filter(|d| !d.is_empty());
+    let meta = MemoMeta {
+        memo_id: crate::result::new_memo_id(),
+        rep_id: meta.rep_id,
+        customer_id: meta.customer_id,
+        team: meta.team,
+        recorded_at,
+        domain,
+    };
+    meta.check()?;
+    let fp = fingerprint(
+        route,
+        caller,
+        &[
+            &bytes,
+            meta.rep_id.as_deref().unwrap_or("").as_bytes(),
+            meta.customer_id.as_deref().unwrap_or("").as_bytes(),
+            meta.team.as_deref().unwrap_or("").as_bytes(),
+            recorded_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default()
+                .as_bytes(),
+            meta.domain.as_deref().unwrap_or("").as_bytes(),
+        ],
+    );
+    Ok(Upload { bytes, meta, fp })
+}
+
 fn busy(loaded: &super::Loaded) -> ApiError {
     ApiError::new(
         Code::Busy,
@@ -345,7 +385,7 @@ fn busy(loaded: &super::Loaded) -> ApiError {
     .retry_after(loaded.pool.retry_after())
 }
 
-fn record_stages(state: &AppState, r: &MemoResult) {
+pub(super) fn record_stages(state: &AppState, r: &MemoResult) {
     let t = &r.timings;
     for (stage, ms) in [
         ("decode", t.decode_ms),
@@ -948,6 +988,18 @@ pub async fn readyz(State(state): Shared) -> Response {
         Ok(l) => l,
         Err(e) => return e.into_response(),
     };
+    // Accepted jobs must be storable: without their database the service is not ready.
+    if let Some(jobs) = loaded.jobs.clone() {
+        let ping = blocking(move || jobs.ping()).await;
+        if !matches!(ping, Ok(Ok(()))) {
+            if let Ok(Err(e)) = ping {
+                tracing::error!("readiness: {e}");
+            }
+            return ApiError::new(Code::NotReady, "the job database cannot be reached")
+                .retry_after(5)
+                .into_response();
+        }
+    }
     Json(Ready {
         ready: true,
         library_version: loaded.engine.library().version.clone(),
@@ -974,7 +1026,11 @@ pub async fn metrics(State(state): Shared) -> Response {
         archive.as_ref().map(|a| f(a.stats())).unwrap_or(0.0)
     };
     use std::sync::atomic::Ordering::Relaxed;
-    let text = state.metrics.render(&[
+    let st = state.clone();
+    let jobs = blocking(move || super::jobs::gauges(&st))
+        .await
+        .unwrap_or_default();
+    let mut gauges = vec![
         (
             "needtag_up",
             "1 when models are loaded and the service is ready.",
@@ -1030,6 +1086,8 @@ pub async fn metrics(State(state): Shared) -> Response {
             "Stored idempotent responses.",
             state.idempotency.len() as f64,
         ),
-    ]);
+    ];
+    gauges.extend(jobs);
+    let text = state.metrics.render(&gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -240,7 +240,6 @@ impl Sqlite {
         Ok(db)
     }
 
-
     /// Write the write-ahead log into the main file and truncate it.
     pub fn checkpoint(&self) -> Result<()> {
         self.conn

@@ -36,12 +36,13 @@ pub fn shared(sub: &str) -> Option<PathBuf> {
     }
 }
 
-/// The default configuration with the prepared models of this checkout, and no archive (a
-/// test server gets its own, see `server::config`).
+/// The default configuration with the prepared models of this checkout, and no archive or
+/// jobs (a test server gets its own file for both, see `server::config`).
 pub fn config() -> Config {
     let mut cfg = Config::default();
     cfg.models.dir = root().join("models/prepared");
     cfg.archive.enabled = false;
+    cfg.jobs.enabled = false;
     cfg
 }
 

@@ -57,6 +57,7 @@ pub fn config(tag: &str) -> Config {
     cfg.server.bind = "127.0.0.1:0".into();
     cfg.archive.enabled = true;
     cfg.archive.path = archive_dir(tag).join("archive.sqlite");
+    cfg.jobs.enabled = true;
     cfg.server.workers = 1;
     cfg.server.queue = 2;
     cfg
