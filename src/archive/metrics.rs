@@ -279,8 +279,11 @@ fn group(g: &str) -> Option<String> {
 /// The inputs of a report, read from a store.
 pub struct Counts {
     pub memos: Vec<CountRow>,
-    /// Need rows of the last period and the one before (for the trend).
+    /// Need rows of `needs_period` and the one before (for the trend).
     pub needs: Vec<TagRow>,
+    /// The period the top needs are of: the last one of the range that holds memos (the
+    /// range's last period when none does), so a range reaching past today still shows them.
+    pub needs_period: NaiveDate,
     pub urgent: Vec<UrgentCustomer>,
 }
 
@@ -292,9 +295,15 @@ pub fn read(
     urgent: &UrgentQuery,
 ) -> super::Result<Counts> {
     let memos = store.metric_counts(q)?;
+    let needs_period = memos
+        .iter()
+        .filter_map(|c| local_date(&c.bucket))
+        .max()
+        .unwrap_or(q.last);
     let needs = store.metric_tags(
         &MetricsQuery {
-            first: q.period.previous(q.last),
+            first: q.period.previous(needs_period),
+            last: needs_period,
             ..q.clone()
         },
         super::TagKind::Need,
@@ -303,6 +312,7 @@ pub fn read(
     Ok(Counts {
         memos,
         needs,
+        needs_period,
         urgent,
     })
 }
@@ -341,6 +351,7 @@ pub fn report(shape: &Shape<'_>, counts: Counts) -> SalesMetrics {
 
     let first = bucket(q.first);
     let last = bucket(q.last);
+    let needs_last = bucket(counts.needs_period);
     let mut per: BTreeMap<(&str, &str), Vec<(&str, i64)>> = BTreeMap::new();
     let mut count: HashMap<(&str, &str, &str), i64> = HashMap::new();
     for n in &counts.needs {
@@ -348,7 +359,7 @@ pub fn report(shape: &Shape<'_>, counts: Counts) -> SalesMetrics {
             (n.bucket.as_str(), n.group.as_str(), n.tag.as_str()),
             n.memos,
         );
-        if n.bucket == last {
+        if n.bucket == needs_last {
             per.entry((n.bucket.as_str(), n.group.as_str()))
                 .or_default()
                 .push((n.tag.as_str(), n.memos));
@@ -586,6 +597,7 @@ mod tests {
                 days: 7,
             },
             Counts {
+                needs_period: d("2026-03-09"),
                 memos: vec![
                     CountRow {
                         bucket: "2026-03-09".into(),
