@@ -9,9 +9,9 @@
 //! same queue with a reply, so they see every memo answered before them and a deletion can
 //! never be overtaken by the store of the memo it deletes.
 
-pub mod postgres;
 pub mod blind;
 pub mod metrics;
+pub mod postgres;
 pub mod retag;
 pub mod sqlite;
 pub mod synthetic;
