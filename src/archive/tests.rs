@@ -1075,19 +1075,22 @@ fn a_synthetic_archive_answers_every_benchmark_probe() {
         memos: 3000,
         end: Utc::now(),
     };
-    let mut db = Sqlite::in_memory().unwrap();
-    let mut written = 0;
-    synthetic::fill(&mut db, &plan, &templates, &mut |n| written = n).unwrap();
-    assert_eq!(written, 3000);
-    let id = db.list(&Filter::default(), None, 1).unwrap().items[0]
-        .memo_id
-        .clone();
-    for (name, probe) in synthetic::probes(&plan) {
-        let rows = synthetic::run(&mut db, &probe, &id).unwrap();
-        if name.contains("nobody") || name.contains("no memo has") {
-            assert_eq!(rows, 0, "{name}");
-        } else {
-            assert!(rows > 0, "{name} answered nothing");
+    for mut b in backends("probes") {
+        eprintln!("backend {}", b.name);
+        let db: &mut dyn Store = b.db.as_mut();
+        let mut written = 0;
+        synthetic::fill(db, &plan, &templates, &mut |n| written = n).unwrap();
+        assert_eq!(written, 3000);
+        let id = db.list(&Filter::default(), None, 1).unwrap().items[0]
+            .memo_id
+            .clone();
+        for (name, probe) in synthetic::probes(&plan) {
+            let rows = synthetic::run(db, &probe, &id).unwrap();
+            if name.contains("nobody") || name.contains("no memo has") {
+                assert_eq!(rows, 0, "{} {name}", b.name);
+            } else {
+                assert!(rows > 0, "{} {name} answered nothing", b.name);
+            }
         }
     }
 }
