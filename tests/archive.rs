@@ -97,6 +97,7 @@ async fn the_same_on_postgresql() {
     let s = Server::start(cfg, true);
     stored_listed_fetched_reviewed_exported_and_deleted(&s).await;
     each_route_asks_for_its_scope_on(&s).await;
+    managers_numbers_count_memos_and_forget_deleted_ones(&s).await;
     drop(s);
     drop(pg);
 }
@@ -673,7 +674,10 @@ async fn sales(s: &Server, query: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn the_managers_numbers_count_memos_and_forget_deleted_ones() {
-    let s = shared();
+    managers_numbers_count_memos_and_forget_deleted_ones(shared()).await;
+}
+
+async fn managers_numbers_count_memos_and_forget_deleted_ones(s: &Server) {
     let team = "mgr-team";
     let mut answers = Vec::new();
     for (text, rep, customer, at) in [

@@ -8,7 +8,8 @@ use ::postgres::types::ToSql;
 use ::postgres::{Client, GenericClient, NoTls, Row};
 use chrono::{DateTime, Utc};
 
-use super::sqlite::{labels, recorded};
+use super::metrics::{self, CountRow, MetricsQuery, TagRow, UrgentCustomer, UrgentQuery};
+use super::sqlite::{labels, need_list, recorded, NewGroup, Rollup, Tally};
 use super::{
     ArchiveError, Audio, ExportLine, Filter, Mark, NewMemo, Page, Result, ReviewMark, Source,
     Store, StoredMemo, StoredResult, TagKind, Verdict,
@@ -81,6 +82,102 @@ CREATE TABLE memo_audio (
     audio        BYTEA NOT NULL
 );
 CREATE INDEX memo_audio_stored ON memo_audio (stored_ms);
+"#,
+    ),
+    (
+        3,
+        "rollups for the manager's numbers",
+        r#"
+-- Memos per period (week, month), period start and (rep, team, domain); '' where a memo did not
+-- say. Kept by store, delete and purge in their own transaction.
+CREATE TABLE metric_memos (
+    period       TEXT NOT NULL,
+    bucket       TEXT NOT NULL,
+    rep_id       TEXT NOT NULL,
+    team         TEXT NOT NULL,
+    domain       TEXT NOT NULL,
+    memos        BIGINT NOT NULL,
+    vague        BIGINT NOT NULL,
+    with_need    BIGINT NOT NULL,
+    actions      BIGINT NOT NULL,
+    high_actions BIGINT NOT NULL,
+    PRIMARY KEY (period, bucket, rep_id, team, domain)
+);
+-- Memos tagged with each need and action (kind), likewise.
+CREATE TABLE metric_tags (
+    period TEXT NOT NULL,
+    kind   TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    rep_id TEXT NOT NULL,
+    team   TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    tag    TEXT NOT NULL,
+    memos  BIGINT NOT NULL,
+    PRIMARY KEY (period, kind, bucket, rep_id, team, domain, tag)
+);
+-- Each customer's latest memo (by recorded_at, then by storing order) and its needs
+-- (' a b ': space-separated, spaces around). seq is the memo's: replicas storing for the same
+-- customer at once compare it, so the row never goes back to an older memo.
+CREATE TABLE customer_last (
+    customer_id TEXT PRIMARY KEY,
+    memo_id     TEXT NOT NULL,
+    recorded_ms BIGINT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    rep_id      TEXT,
+    team        TEXT,
+    domain      TEXT,
+    needs       TEXT NOT NULL,
+    seq         BIGINT NOT NULL
+);
+-- A memo's actions of the library's high tier when it was tagged.
+ALTER TABLE memos ADD COLUMN high_actions INTEGER NOT NULL DEFAULT 0;
+UPDATE memos SET high_actions = (
+    SELECT COUNT(*) FROM json_array_elements(
+        CASE WHEN json_typeof(memos.result::json -> 'actions') = 'array'
+            THEN memos.result::json -> 'actions' ELSE '[]'::json END) AS a
+    WHERE a ->> 'tier' = 'high');
+CREATE INDEX customer_last_recorded ON customer_last (recorded_ms);
+-- A tag filter of the list walks this index newest first instead of every memo.
+ALTER TABLE memo_tags ADD COLUMN seq BIGINT;
+UPDATE memo_tags t SET seq = m.seq FROM memos m WHERE m.memo_id = t.memo_id;
+DROP INDEX memo_tags_tag;
+CREATE INDEX memo_tags_seq ON memo_tags (kind, tag, seq);
+CREATE INDEX memos_customer_recorded ON memos (customer_id, recorded_ms, seq);
+-- The memos stored before this version. A period starts on the local date of recorded_at:
+-- the Monday of its week, the first of its month.
+CREATE TEMP TABLE rollup_source AS
+    SELECT memo_id, COALESCE(rep_id, '') AS rep_id, COALESCE(team, '') AS team,
+        COALESCE(domain, '') AS domain, vague::int AS vague, (need_count > 0)::int AS with_need,
+        high_actions,
+        (SELECT COUNT(*) FROM memo_tags t WHERE t.memo_id = memos.memo_id AND t.kind = 'action') AS actions,
+        to_char(date_trunc('week', substr(recorded_at, 1, 10)::date), 'YYYY-MM-DD') AS week,
+        to_char(date_trunc('month', substr(recorded_at, 1, 10)::date), 'YYYY-MM-DD') AS month
+    FROM memos WHERE substr(recorded_at, 1, 10) ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$';
+INSERT INTO metric_memos (period, bucket, rep_id, team, domain, memos, vague, with_need, actions, high_actions)
+    SELECT 'week', week, rep_id, team, domain, COUNT(*), SUM(vague), SUM(with_need), SUM(actions), SUM(high_actions)
+    FROM rollup_source GROUP BY week, rep_id, team, domain;
+INSERT INTO metric_memos (period, bucket, rep_id, team, domain, memos, vague, with_need, actions, high_actions)
+    SELECT 'month', month, rep_id, team, domain, COUNT(*), SUM(vague), SUM(with_need), SUM(actions), SUM(high_actions)
+    FROM rollup_source GROUP BY month, rep_id, team, domain;
+INSERT INTO metric_tags (period, kind, bucket, rep_id, team, domain, tag, memos)
+    SELECT 'week', t.kind, s.week, s.rep_id, s.team, s.domain, t.tag, COUNT(*)
+    FROM rollup_source s JOIN memo_tags t ON t.memo_id = s.memo_id
+    WHERE t.kind IN ('need', 'action')
+    GROUP BY t.kind, s.week, s.rep_id, s.team, s.domain, t.tag;
+INSERT INTO metric_tags (period, kind, bucket, rep_id, team, domain, tag, memos)
+    SELECT 'month', t.kind, s.month, s.rep_id, s.team, s.domain, t.tag, COUNT(*)
+    FROM rollup_source s JOIN memo_tags t ON t.memo_id = s.memo_id
+    WHERE t.kind IN ('need', 'action')
+    GROUP BY t.kind, s.month, s.rep_id, s.team, s.domain, t.tag;
+DROP TABLE rollup_source;
+INSERT INTO customer_last (customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain, needs, seq)
+    SELECT customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain,
+        ' ' || COALESCE((SELECT string_agg(t.tag, ' ' ORDER BY t.pos) FROM memo_tags t
+            WHERE t.memo_id = latest.memo_id AND t.kind = 'need'), '') || ' ', seq
+    FROM (SELECT DISTINCT ON (customer_id) customer_id, memo_id, recorded_ms, recorded_at,
+            rep_id, team, domain, seq
+        FROM memos WHERE customer_id IS NOT NULL
+        ORDER BY customer_id, recorded_ms DESC, seq DESC) AS latest;
 "#,
     ),
 ];
@@ -302,6 +399,10 @@ impl Postgres {
                 " AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.memo_id = m.memo_id)"
             });
         }
+        if let Some(t) = filter.text.as_deref().filter(|t| !t.is_empty()) {
+            args.push(Box::new(t.to_string()));
+            sql.push_str(&format!(" AND strpos(m.text, ${}) > 0", args.len()));
+        }
         if let Some(t) = filter.from {
             args.push(Box::new(t.timestamp_millis()));
             sql.push_str(&format!(" AND m.recorded_ms >= ${}", args.len()));
@@ -351,45 +452,66 @@ impl Store for Postgres {
         let memo = tx.prepare(
             "INSERT INTO memos (memo_id, source, rep_id, customer_id, team, domain, recorded_at,
                 recorded_ms, stored_at, stored_ms, stored_by, text, library_version, need_count,
-                vague, high_value, total_ms, result)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                vague, high_value, total_ms, result, high_actions)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+             RETURNING seq",
         )?;
         let tag = tx.prepare(
-            "INSERT INTO memo_tags (memo_id, kind, tag) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            "INSERT INTO memo_tags (memo_id, kind, tag, seq) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         )?;
+        let mut rollup = Rollup::default();
+        // (customer, seq, memo, recorded_at, recorded_ms)
+        let mut latest: Vec<(&str, i64, &NewMemo, String, i64)> = Vec::new();
         for m in memos {
             let (recorded_at, recorded_ms) = recorded(m);
-            tx.execute(
-                &memo,
-                &[
-                    &m.memo_id,
-                    &m.source.as_str(),
-                    &m.meta.rep_id,
-                    &m.meta.customer_id,
-                    &m.meta.team,
-                    &m.meta.domain,
-                    &recorded_at,
-                    &recorded_ms,
-                    &m.stored_at.to_rfc3339(),
-                    &m.stored_at.timestamp_millis(),
-                    &m.stored_by,
-                    &m.text,
-                    &m.library_version,
-                    &(m.needs.len() as i32),
-                    &m.vague,
-                    &m.high_value,
-                    &m.total_ms,
-                    &m.result,
-                ],
-            )?;
+            rollup.add(
+                Tally {
+                    recorded_at: &recorded_at,
+                    group: [&m.meta.rep_id, &m.meta.team, &m.meta.domain],
+                    vague: m.vague,
+                    needs: &m.needs,
+                    actions: &m.actions,
+                    high_actions: m.high_value_actions as i64,
+                },
+                1,
+            );
+            let seq: i64 = tx
+                .query_one(
+                    &memo,
+                    &[
+                        &m.memo_id,
+                        &m.source.as_str(),
+                        &m.meta.rep_id,
+                        &m.meta.customer_id,
+                        &m.meta.team,
+                        &m.meta.domain,
+                        &recorded_at,
+                        &recorded_ms,
+                        &m.stored_at.to_rfc3339(),
+                        &m.stored_at.timestamp_millis(),
+                        &m.stored_by,
+                        &m.text,
+                        &m.library_version,
+                        &(m.needs.len() as i32),
+                        &m.vague,
+                        &m.high_value,
+                        &m.total_ms,
+                        &m.result,
+                        &(m.high_value_actions as i32),
+                    ],
+                )?
+                .get(0);
             for (kind, tags) in [
                 ("need", &m.needs),
                 ("action", &m.actions),
                 ("ruled_out", &m.ruled_out),
             ] {
                 for t in tags {
-                    tx.execute(&tag, &[&m.memo_id, &kind, t])?;
+                    tx.execute(&tag, &[&m.memo_id, &kind, t, &seq])?;
                 }
+            }
+            if let Some(c) = &m.meta.customer_id {
+                latest.push((c, seq, m, recorded_at, recorded_ms));
             }
             if let Some(a) = &m.audio {
                 tx.execute(
@@ -397,6 +519,35 @@ impl Store for Postgres {
                     &[&m.memo_id, &a.content_type, &m.stored_at.timestamp_millis(), &&a.bytes[..]],
                 )?;
             }
+        }
+        apply(&mut tx, rollup)?;
+        // Rows are taken in one order (rollups, then customers by id) by every writer, so two
+        // replicas never wait on each other in a circle.
+        latest.sort_by(|a, b| a.0.cmp(b.0));
+        let upsert = tx.prepare(
+            "INSERT INTO customer_last (customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain, needs, seq)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (customer_id) DO UPDATE SET memo_id = EXCLUDED.memo_id,
+                recorded_ms = EXCLUDED.recorded_ms, recorded_at = EXCLUDED.recorded_at,
+                rep_id = EXCLUDED.rep_id, team = EXCLUDED.team, domain = EXCLUDED.domain,
+                needs = EXCLUDED.needs, seq = EXCLUDED.seq
+             WHERE (EXCLUDED.recorded_ms, EXCLUDED.seq) > (customer_last.recorded_ms, customer_last.seq)",
+        )?;
+        for (c, seq, m, recorded_at, recorded_ms) in &latest {
+            tx.execute(
+                &upsert,
+                &[
+                    c,
+                    &m.memo_id,
+                    recorded_ms,
+                    recorded_at,
+                    &m.meta.rep_id,
+                    &m.meta.team,
+                    &m.meta.domain,
+                    &need_list(&m.needs),
+                    seq,
+                ],
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -541,24 +692,15 @@ impl Store for Postgres {
     }
 
     fn delete(&mut self, memo_id: &str) -> Result<bool> {
-        Ok(self
-            .client()?
-            .execute("DELETE FROM memos WHERE memo_id = $1", &[&memo_id])?
-            > 0)
+        Ok(self.remove("memo_id = $1", &memo_id)? > 0)
     }
 
     fn delete_customer(&mut self, customer_id: &str) -> Result<usize> {
-        Ok(self
-            .client()?
-            .execute("DELETE FROM memos WHERE customer_id = $1", &[&customer_id])?
-            as usize)
+        self.remove("customer_id = $1", &customer_id)
     }
 
     fn purge(&mut self, before: DateTime<Utc>) -> Result<usize> {
-        Ok(self.client()?.execute(
-            "DELETE FROM memos WHERE stored_ms < $1",
-            &[&before.timestamp_millis()],
-        )? as usize)
+        self.remove("stored_ms < $1", &before.timestamp_millis())
     }
 
     fn audio(&mut self, memo_id: &str) -> Result<Option<Audio>> {
@@ -581,31 +723,283 @@ impl Store for Postgres {
         )? as usize)
     }
 
-    fn metric_counts(
-        &mut self,
-        _q: &super::metrics::MetricsQuery,
-    ) -> Result<Vec<super::metrics::CountRow>> {
-        Err(ArchiveError::Invalid(
-            "the manager's numbers are not kept on PostgreSQL yet".into(),
-        ))
+    fn metric_counts(&mut self, q: &MetricsQuery) -> Result<Vec<CountRow>> {
+        let col = q.group_by.column();
+        let (cond, args) = rollup_conditions(q, None);
+        let sql = format!(
+            "SELECT bucket, {col}, SUM(memos)::BIGINT, SUM(vague)::BIGINT, SUM(with_need)::BIGINT,
+                SUM(actions)::BIGINT, SUM(high_actions)::BIGINT
+             FROM metric_memos WHERE {cond} GROUP BY bucket, {col}"
+        );
+        let rows = self.client()?.query(&sql, &refs(&args))?;
+        Ok(rows
+            .iter()
+            .map(|r| CountRow {
+                bucket: r.get(0),
+                group: r.get(1),
+                memos: r.get(2),
+                vague: r.get(3),
+                with_need: r.get(4),
+                actions: r.get(5),
+                high_value_actions: r.get(6),
+            })
+            .collect())
     }
 
-    fn metric_tags(
-        &mut self,
-        _q: &super::metrics::MetricsQuery,
-        _kind: TagKind,
-    ) -> Result<Vec<super::metrics::TagRow>> {
-        Err(ArchiveError::Invalid(
-            "the manager's numbers are not kept on PostgreSQL yet".into(),
-        ))
+    fn metric_tags(&mut self, q: &MetricsQuery, kind: TagKind) -> Result<Vec<TagRow>> {
+        let col = q.group_by.column();
+        let (cond, args) = rollup_conditions(q, Some(kind));
+        let sql = format!(
+            "SELECT bucket, {col}, tag, SUM(memos)::BIGINT FROM metric_tags
+             WHERE {cond} GROUP BY bucket, {col}, tag"
+        );
+        let rows = self.client()?.query(&sql, &refs(&args))?;
+        Ok(rows
+            .iter()
+            .map(|r| TagRow {
+                bucket: r.get(0),
+                group: r.get(1),
+                tag: r.get(2),
+                memos: r.get(3),
+            })
+            .collect())
     }
 
-    fn open_urgent(
-        &mut self,
-        _q: &super::metrics::UrgentQuery,
-    ) -> Result<Vec<super::metrics::UrgentCustomer>> {
-        Err(ArchiveError::Invalid(
-            "the manager's numbers are not kept on PostgreSQL yet".into(),
-        ))
+    fn open_urgent(&mut self, q: &UrgentQuery) -> Result<Vec<UrgentCustomer>> {
+        if q.needs.is_empty() || q.limit == 0 {
+            return Ok(Vec::new());
+        }
+        const DAY_MS: i64 = 86_400_000;
+        let before = q.now_ms - i64::from(q.days) * DAY_MS;
+        let mut args: Params = vec![Box::new(before)];
+        let mut sql = String::from(
+            "SELECT c.customer_id, c.memo_id, c.rep_id, c.team, c.domain, c.recorded_at, c.recorded_ms, c.needs
+             FROM customer_last c WHERE c.recorded_ms <= $1",
+        );
+        let any: Vec<String> = q
+            .needs
+            .iter()
+            .map(|n| {
+                args.push(Box::new(format!(" {n} ")));
+                format!("strpos(c.needs, ${}) > 0", args.len())
+            })
+            .collect();
+        sql.push_str(&format!(" AND ({})", any.join(" OR ")));
+        for (column, v) in [
+            ("rep_id", &q.rep_id),
+            ("team", &q.team),
+            ("domain", &q.domain),
+        ] {
+            if let Some(v) = v {
+                args.push(Box::new(v.clone()));
+                sql.push_str(&format!(" AND c.{column} = ${}", args.len()));
+            }
+        }
+        args.push(Box::new(q.limit as i64));
+        sql.push_str(&format!(
+            " ORDER BY c.recorded_ms, c.customer_id LIMIT ${}",
+            args.len()
+        ));
+        let rows = self.client()?.query(&sql, &refs(&args))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let recorded_ms: i64 = r.get(6);
+                let needs: String = r.get(7);
+                UrgentCustomer {
+                    customer_id: r.get(0),
+                    memo_id: r.get(1),
+                    rep_id: r.get(2),
+                    team: r.get(3),
+                    domain: r.get(4),
+                    recorded_at: r.get(5),
+                    needs: needs
+                        .split_whitespace()
+                        .filter(|n| q.needs.iter().any(|u| u == n))
+                        .map(str::to_string)
+                        .collect(),
+                    days_since: (q.now_ms - recorded_ms).div_euclid(DAY_MS),
+                }
+            })
+            .collect())
+    }
+}
+
+/// The WHERE clause of a rollup read.
+fn rollup_conditions(q: &MetricsQuery, kind: Option<TagKind>) -> (String, Params) {
+    let mut args: Params = vec![
+        Box::new(q.period.as_str().to_string()),
+        Box::new(metrics::bucket(q.first)),
+        Box::new(metrics::bucket(q.last)),
+    ];
+    let mut sql = String::from("period = $1 AND bucket >= $2 AND bucket <= $3");
+    if let Some(k) = kind {
+        args.push(Box::new(k.as_str().to_string()));
+        sql.push_str(&format!(" AND kind = ${}", args.len()));
+    }
+    for (column, v) in [
+        ("rep_id", &q.rep_id),
+        ("team", &q.team),
+        ("domain", &q.domain),
+    ] {
+        if let Some(v) = v {
+            args.push(Box::new(v.clone()));
+            sql.push_str(&format!(" AND {column} = ${}", args.len()));
+        }
+    }
+    (sql, args)
+}
+
+/// Write the changes summed in `rollup`: one upsert per row, in key order (so that replicas
+/// writing the same rows at once take their locks in the same order), and rows counting no
+/// memo any more deleted.
+fn apply(tx: &mut ::postgres::Transaction<'_>, rollup: Rollup) -> Result<()> {
+    let memos = tx.prepare(
+        "INSERT INTO metric_memos (period, bucket, rep_id, team, domain, memos, vague, with_need, actions, high_actions)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (period, bucket, rep_id, team, domain) DO UPDATE SET
+            memos = metric_memos.memos + EXCLUDED.memos,
+            vague = metric_memos.vague + EXCLUDED.vague,
+            with_need = metric_memos.with_need + EXCLUDED.with_need,
+            actions = metric_memos.actions + EXCLUDED.actions,
+            high_actions = metric_memos.high_actions + EXCLUDED.high_actions",
+    )?;
+    let empty_memos = tx.prepare(
+        "DELETE FROM metric_memos WHERE period = $1 AND bucket = $2 AND rep_id = $3
+            AND team = $4 AND domain = $5 AND memos <= 0",
+    )?;
+    let mut rows: Vec<_> = rollup
+        .memos
+        .into_iter()
+        .filter(|(_, v)| v[0] != 0)
+        .map(|((p, bucket, group), v)| ((p.as_str(), bucket, group), v))
+        .collect();
+    rows.sort();
+    for ((period, bucket, [rep, team, domain]), [n, vague, with_need, actions, high]) in &rows {
+        tx.execute(
+            &memos,
+            &[
+                period, bucket, rep, team, domain, n, vague, with_need, actions, high,
+            ],
+        )?;
+        if *n < 0 {
+            tx.execute(&empty_memos, &[period, bucket, rep, team, domain])?;
+        }
+    }
+    let tags = tx.prepare(
+        "INSERT INTO metric_tags (period, kind, bucket, rep_id, team, domain, tag, memos)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (period, kind, bucket, rep_id, team, domain, tag) DO UPDATE SET
+            memos = metric_tags.memos + EXCLUDED.memos",
+    )?;
+    let empty_tags = tx.prepare(
+        "DELETE FROM metric_tags WHERE period = $1 AND kind = $2 AND bucket = $3
+            AND rep_id = $4 AND team = $5 AND domain = $6 AND tag = $7 AND memos <= 0",
+    )?;
+    let mut rows: Vec<_> = rollup
+        .tags
+        .into_iter()
+        .filter(|(_, n)| *n != 0)
+        .map(|(((p, bucket, [rep, team, domain]), kind, tag), n)| {
+            ((p.as_str(), kind, bucket, rep, team, domain, tag), n)
+        })
+        .collect();
+    rows.sort();
+    for ((period, kind, bucket, rep, team, domain, tag), n) in &rows {
+        tx.execute(&tags, &[period, kind, bucket, rep, team, domain, tag, n])?;
+        if *n < 0 {
+            tx.execute(&empty_tags, &[period, kind, bucket, rep, team, domain, tag])?;
+        }
+    }
+    Ok(())
+}
+
+impl Postgres {
+    /// Delete the memos matching `cond` (one parameter, `$1`) with their tags and reviews, take
+    /// them out of the rollups and find their customers' latest memo again: one transaction.
+    /// The memos are locked first, so a replica deleting the same memos at once waits and then
+    /// finds them gone instead of counting them out twice.
+    fn remove(&mut self, cond: &str, arg: &(dyn ToSql + Sync)) -> Result<usize> {
+        let mut tx = self.client()?.transaction()?;
+        let rows = tx.query(
+            &format!(
+                "SELECT memo_id, rep_id, team, domain, recorded_at, vague, customer_id, high_actions
+                 FROM memos WHERE {cond} ORDER BY seq FOR UPDATE"
+            ),
+            &[arg],
+        )?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut memos: Vec<(String, NewGroup, String, bool, i64)> = Vec::new();
+        let mut customers = std::collections::BTreeSet::new();
+        for r in &rows {
+            memos.push((
+                r.get(0),
+                [r.get(1), r.get(2), r.get(3)],
+                r.get(4),
+                r.get(5),
+                i64::from(r.get::<_, i32>(7)),
+            ));
+            if let Some(c) = r.get::<_, Option<String>>(6) {
+                customers.insert(c);
+            }
+        }
+        let ids: Vec<&str> = memos.iter().map(|m| m.0.as_str()).collect();
+        let mut tags: std::collections::HashMap<String, (Vec<String>, Vec<String>)> =
+            std::collections::HashMap::new();
+        for r in tx.query(
+            "SELECT memo_id, kind, tag FROM memo_tags
+             WHERE kind IN ('need', 'action') AND memo_id = ANY($1)",
+            &[&ids],
+        )? {
+            let e = tags.entry(r.get(0)).or_default();
+            let kind: String = r.get(1);
+            if kind == "need" {
+                e.0.push(r.get(2));
+            } else {
+                e.1.push(r.get(2));
+            }
+        }
+        let mut rollup = Rollup::default();
+        let none = (Vec::new(), Vec::new());
+        for (id, [rep, team, domain], recorded_at, vague, high) in &memos {
+            let (needs, actions) = tags.get(id).unwrap_or(&none);
+            rollup.add(
+                Tally {
+                    recorded_at,
+                    group: [rep, team, domain],
+                    vague: *vague,
+                    needs,
+                    actions,
+                    high_actions: *high,
+                },
+                -1,
+            );
+        }
+        apply(&mut tx, rollup)?;
+        let deleted = tx.execute("DELETE FROM memos WHERE memo_id = ANY($1)", &[&ids])? as usize;
+        // Forgetting the row first waits for a replica storing for the customer at this moment;
+        // the next statement then sees its memo. One storing later still only moves the row to
+        // a newer memo.
+        let forget = tx.prepare("DELETE FROM customer_last WHERE customer_id = $1")?;
+        let latest = tx.prepare(
+            "INSERT INTO customer_last (customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain, needs, seq)
+             SELECT customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain,
+                ' ' || COALESCE((SELECT string_agg(t.tag, ' ' ORDER BY t.pos) FROM memo_tags t
+                    WHERE t.memo_id = m.memo_id AND t.kind = 'need'), '') || ' ', seq
+             FROM memos m WHERE customer_id = $1 ORDER BY recorded_ms DESC, seq DESC LIMIT 1
+             ON CONFLICT (customer_id) DO UPDATE SET memo_id = EXCLUDED.memo_id,
+                recorded_ms = EXCLUDED.recorded_ms, recorded_at = EXCLUDED.recorded_at,
+                rep_id = EXCLUDED.rep_id, team = EXCLUDED.team, domain = EXCLUDED.domain,
+                needs = EXCLUDED.needs, seq = EXCLUDED.seq
+             WHERE (EXCLUDED.recorded_ms, EXCLUDED.seq) > (customer_last.recorded_ms, customer_last.seq)",
+        )?;
+        for c in &customers {
+            tx.execute(&forget, &[c])?;
+            tx.execute(&latest, &[c])?;
+        }
+        tx.commit()?;
+        Ok(deleted)
     }
 }

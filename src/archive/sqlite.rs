@@ -527,29 +527,29 @@ fn rollup_conditions(q: &MetricsQuery, kind: Option<TagKind>) -> (String, Vec<Va
     (sql, args)
 }
 
-type RollupKey = (Period, String, [String; 3]);
+pub(super) type RollupKey = (Period, String, [String; 3]);
 
 /// What the rollups count of one memo.
-struct Tally<'a> {
-    recorded_at: &'a str,
-    group: [&'a Option<String>; 3],
-    vague: bool,
-    needs: &'a [String],
-    actions: &'a [String],
-    high_actions: i64,
+pub(super) struct Tally<'a> {
+    pub recorded_at: &'a str,
+    pub group: [&'a Option<String>; 3],
+    pub vague: bool,
+    pub needs: &'a [String],
+    pub actions: &'a [String],
+    pub high_actions: i64,
 }
 
 /// Changes to the rollups, summed in memory and written once per key.
 #[derive(Default)]
-struct Rollup {
+pub(super) struct Rollup {
     /// (memos, vague, with_need, actions, high_actions)
-    memos: HashMap<RollupKey, [i64; 5]>,
-    tags: HashMap<(RollupKey, &'static str, String), i64>,
+    pub memos: HashMap<RollupKey, [i64; 5]>,
+    pub tags: HashMap<(RollupKey, &'static str, String), i64>,
 }
 
 impl Rollup {
     /// Count (`sign` 1) or uncount (-1) one memo.
-    fn add(&mut self, memo: Tally<'_>, sign: i64) {
+    pub(super) fn add(&mut self, memo: Tally<'_>, sign: i64) {
         let Tally {
             recorded_at,
             group,
@@ -755,10 +755,10 @@ impl Sqlite {
 }
 
 /// A memo's rep, team and domain.
-type NewGroup = [Option<String>; 3];
+pub(super) type NewGroup = [Option<String>; 3];
 
 /// Need ids as `customer_last.needs` holds them: space-separated, with a space around.
-fn need_list(needs: &[String]) -> String {
+pub(super) fn need_list(needs: &[String]) -> String {
     format!(" {} ", needs.join(" "))
 }
 

@@ -10,17 +10,28 @@ mod pg_server;
 trait TestDb: Store {
     /// The single integer `sql` selects.
     fn scalar(&mut self, sql: &str) -> i64;
+    /// The text column `sql` selects, one string a row.
+    fn strings(&mut self, sql: &str) -> Vec<String>;
 }
 
 impl TestDb for Sqlite {
     fn scalar(&mut self, sql: &str) -> i64 {
         self.conn().query_row(sql, [], |r| r.get(0)).unwrap()
     }
+    fn strings(&mut self, sql: &str) -> Vec<String> {
+        let mut st = self.conn().prepare(sql).unwrap();
+        let rows = st.query_map([], |r| r.get::<_, String>(0)).unwrap();
+        rows.map(|r| r.unwrap()).collect()
+    }
 }
 
 impl TestDb for Postgres {
     fn scalar(&mut self, sql: &str) -> i64 {
         self.raw().query_one(sql, &[]).unwrap().get(0)
+    }
+    fn strings(&mut self, sql: &str) -> Vec<String> {
+        let rows = self.raw().query(sql, &[]).unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
     }
 }
 
@@ -644,8 +655,12 @@ fn a_database_of_the_previous_version_is_migrated_and_keeps_its_memos() {
     {
         let mut old = Sqlite::open_at(&path, previous).unwrap();
         assert_eq!(old.version().unwrap(), previous);
-        old.store(&[memo("before", "c", &["price"], "2026-03-01T10:00:00+08:00")])
-            .unwrap();
+        // The statements of version 1 still hold for the previous version's tables; the
+        // current store writes columns the previous version did not have.
+        store_v1(
+            &old,
+            &memo("before", "c", &["price"], "2026-03-01T10:00:00+08:00"),
+        );
         old.review(
             "before",
             &[mark(TagKind::Need, "price", Verdict::Confirm)],
@@ -665,8 +680,10 @@ fn a_database_of_the_previous_version_is_migrated_and_keeps_its_memos() {
     {
         let mut old = Postgres::open_at(&pg.url, previous).unwrap();
         assert_eq!(old.version().unwrap(), previous);
-        old.store(&[memo("before", "c", &["price"], "2026-03-01T10:00:00+08:00")])
-            .unwrap();
+        store_v1_pg(
+            &mut old,
+            &memo("before", "c", &["price"], "2026-03-01T10:00:00+08:00"),
+        );
         old.review(
             "before",
             &[mark(TagKind::Need, "price", Verdict::Confirm)],
@@ -690,19 +707,30 @@ fn check_migrated(db: &mut dyn TestDb, previous: i64) {
     assert_eq!(m.labels.unwrap().needs, ["price"]);
     db.store(&[with_audio("after", "c", 0, b"RIFF")]).unwrap();
     assert!(db.audio("after").unwrap().is_some(), "the new step works");
+    // The memo from before counts in the rollups next to the one stored after.
+    assert_eq!(
+        db.scalar("SELECT CAST(SUM(memos) AS BIGINT) FROM metric_memos WHERE period = 'month'"),
+        2
+    );
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM metric_tags WHERE tag = 'price' AND period = 'week'"),
+        1
+    );
+    assert_eq!(
+        db.strings("SELECT memo_id FROM customer_last WHERE customer_id = 'c'"),
+        ["after"]
+    );
 }
 
 /// Every row of the rollups, sorted.
-fn rollups(db: &Sqlite) -> Vec<String> {
+fn rollups(db: &mut dyn TestDb) -> Vec<String> {
     let mut out = Vec::new();
     for sql in [
         "SELECT period || '|' || bucket || '|' || rep_id || '|' || team || '|' || domain || '|' || memos || '|' || vague || '|' || with_need FROM metric_memos",
         "SELECT period || '|' || kind || '|' || bucket || '|' || rep_id || '|' || team || '|' || domain || '|' || tag || '|' || memos FROM metric_tags",
         "SELECT customer_id || '|' || memo_id || '|' || recorded_ms || '|' || COALESCE(rep_id, '-') FROM customer_last",
     ] {
-        let mut st = db.conn().prepare(sql).unwrap();
-        let rows = st.query_map([], |r| r.get::<_, String>(0)).unwrap();
-        out.extend(rows.map(|r| r.unwrap()));
+        out.extend(db.strings(sql));
     }
     out.sort();
     out
@@ -752,9 +780,25 @@ fn query(group_by: metrics::GroupBy, period: metrics::Period) -> metrics::Metric
 
 #[test]
 fn rollups_count_what_is_stored_and_forget_what_is_deleted() {
+    // Each backend is compared with a fresh archive of its own kind.
+    for (mut b, mut fresh) in backends("rollups")
+        .into_iter()
+        .zip(backends("rollups_fresh"))
+    {
+        eprintln!("backend {}", b.name);
+        rollups_count_what_is_stored_and_forget_what_is_deleted_on(
+            b.db.as_mut(),
+            fresh.db.as_mut(),
+        );
+    }
+}
+
+fn rollups_count_what_is_stored_and_forget_what_is_deleted_on(
+    db: &mut dyn TestDb,
+    fresh: &mut dyn TestDb,
+) {
     use metrics::{GroupBy, Period};
     let memos = spread();
-    let mut db = Sqlite::in_memory().unwrap();
     db.store(&memos[..10]).unwrap();
     db.store(&memos[10..]).unwrap();
 
@@ -810,19 +854,18 @@ fn rollups_count_what_is_stored_and_forget_what_is_deleted() {
         .into_iter()
         .map(|m| m.memo_id)
         .collect();
-    let mut fresh = Sqlite::in_memory().unwrap();
     let kept: Vec<NewMemo> = memos
         .iter()
         .filter(|m| left.contains(&m.memo_id))
         .cloned()
         .collect();
     fresh.store(&kept).unwrap();
-    assert_eq!(rollups(&db), rollups(&fresh));
+    assert_eq!(rollups(db), rollups(fresh));
     // Deleting everything leaves empty rollups, not rows of zeros.
     for id in &left {
         db.delete(id).unwrap();
     }
-    assert!(rollups(&db).is_empty(), "{:?}", rollups(&db));
+    assert!(rollups(db).is_empty(), "{:?}", rollups(db));
 }
 
 /// The statements version 1 stored a memo with.
@@ -881,25 +924,99 @@ fn a_version_1_file_gets_its_rollups_from_the_memos_it_holds() {
             store_v1(&db, m);
         }
     }
-    let db = Sqlite::open(&path).unwrap();
+    let mut db = Sqlite::open(&path).unwrap();
     assert_eq!(db.version().unwrap(), sqlite::MIGRATIONS.len() as i64);
     let mut fresh = Sqlite::in_memory().unwrap();
     fresh.store(&memos).unwrap();
-    let migrated = rollups(&db);
+    let migrated = rollups(&mut db);
     assert!(!migrated.is_empty());
     assert_eq!(
         migrated,
-        rollups(&fresh),
+        rollups(&mut fresh),
         "the backfill counts as storing does"
     );
     assert!(migrated.iter().any(|r| r.starts_with("week|2026-03-02|")));
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
+
+    // PostgreSQL: the same, and the same rows as SQLite.
+    let (Some(pg), Some(pg_fresh)) = (
+        pg_server::PgServer::database("v1"),
+        pg_server::PgServer::database("v1_fresh"),
+    ) else {
+        return;
+    };
+    {
+        let mut old = Postgres::open_at(&pg.url, 1).unwrap();
+        assert_eq!(old.version().unwrap(), 1);
+        for m in &memos {
+            store_v1_pg(&mut old, m);
+        }
+    }
+    let mut db = Postgres::open(&pg.url).unwrap();
+    assert_eq!(db.version().unwrap(), postgres::MIGRATIONS.len() as i64);
+    let mut fresh = Postgres::open(&pg_fresh.url).unwrap();
+    fresh.store(&memos).unwrap();
+    let pg_migrated = rollups(&mut db);
+    assert_eq!(pg_migrated, rollups(&mut fresh));
+    assert_eq!(pg_migrated, migrated, "PostgreSQL counts as SQLite does");
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM memo_tags WHERE seq IS NULL"),
+        0,
+        "every tag has its memo's seq"
+    );
+}
+
+/// The statements version 1 stored a memo with, on PostgreSQL.
+fn store_v1_pg(db: &mut Postgres, m: &NewMemo) {
+    let recorded = m.meta.recorded_at.unwrap();
+    let c = db.raw();
+    c.execute(
+        "INSERT INTO memos (memo_id, source, rep_id, customer_id, team, domain, recorded_at,
+            recorded_ms, stored_at, stored_ms, stored_by, text, library_version, need_count,
+            vague, high_value, total_ms, result)
+         VALUES ($1, 'text', $2, $3, $4, $5, $6, $7, $8, $9, 'crm', $10, 'lib', $11, $12, false, 1.0, $13)",
+        &[
+            &m.memo_id,
+            &m.meta.rep_id,
+            &m.meta.customer_id,
+            &m.meta.team,
+            &m.meta.domain,
+            &recorded.to_rfc3339(),
+            &recorded.timestamp_millis(),
+            &m.stored_at.to_rfc3339(),
+            &m.stored_at.timestamp_millis(),
+            &m.text,
+            &(m.needs.len() as i32),
+            &m.vague,
+            &m.result,
+        ],
+    )
+    .unwrap();
+    for (kind, tags) in [
+        ("need", &m.needs),
+        ("action", &m.actions),
+        ("ruled_out", &m.ruled_out),
+    ] {
+        for t in tags {
+            c.execute(
+                "INSERT INTO memo_tags (memo_id, kind, tag) VALUES ($1, $2, $3)",
+                &[&m.memo_id, &kind, t],
+            )
+            .unwrap();
+        }
+    }
 }
 
 #[test]
 fn open_urgent_needs_are_the_customers_latest_memos() {
-    let mut db = Sqlite::in_memory().unwrap();
+    for mut b in backends("urgent") {
+        eprintln!("backend {}", b.name);
+        open_urgent_needs_are_the_customers_latest_memos_on(b.db.as_mut());
+    }
+}
+
+fn open_urgent_needs_are_the_customers_latest_memos_on(db: &mut dyn TestDb) {
     db.store(&[
         memo("a1", "ca", &["stock"], "2026-03-01T10:00:00+08:00"),
         memo("b1", "cb", &["stock", "price"], "2026-03-02T10:00:00+08:00"),
@@ -920,7 +1037,7 @@ fn open_urgent_needs_are_the_customers_latest_memos() {
         domain: None,
         limit: 10,
     };
-    let ids = |db: &mut Sqlite, days| -> Vec<(String, i64)> {
+    let ids = |db: &mut dyn TestDb, days| -> Vec<(String, i64)> {
         db.open_urgent(&q(days))
             .unwrap()
             .into_iter()
@@ -928,24 +1045,18 @@ fn open_urgent_needs_are_the_customers_latest_memos() {
             .collect()
     };
     // cb was visited again; cc only a day ago.
-    assert_eq!(ids(&mut db, 7), [("ca".to_string(), 9)]);
-    assert_eq!(
-        ids(&mut db, 1),
-        [("ca".to_string(), 9), ("cc".to_string(), 1)]
-    );
+    assert_eq!(ids(db, 7), [("ca".to_string(), 9)]);
+    assert_eq!(ids(db, 1), [("ca".to_string(), 9), ("cc".to_string(), 1)]);
     // Without the follow-up, cb's urgent memo is its latest again.
     assert!(db.delete("b2").unwrap());
-    assert_eq!(
-        ids(&mut db, 7),
-        [("ca".to_string(), 9), ("cb".to_string(), 8)]
-    );
+    assert_eq!(ids(db, 7), [("ca".to_string(), 9), ("cb".to_string(), 8)]);
     let u = db.open_urgent(&q(7)).unwrap();
     assert_eq!(u[1].needs, ["stock"]);
     assert_eq!(u[1].memo_id, "b1");
     // A later memo stored afterwards but recorded earlier is no follow-up.
     db.store(&[memo("a0", "ca", &[], "2026-02-20T10:00:00+08:00")])
         .unwrap();
-    assert_eq!(ids(&mut db, 7).len(), 2);
+    assert_eq!(ids(db, 7).len(), 2);
     assert!(db
         .open_urgent(&metrics::UrgentQuery {
             rep_id: Some("nobody".into()),
@@ -964,19 +1075,22 @@ fn a_synthetic_archive_answers_every_benchmark_probe() {
         memos: 3000,
         end: Utc::now(),
     };
-    let mut db = Sqlite::in_memory().unwrap();
-    let mut written = 0;
-    synthetic::fill(&mut db, &plan, &templates, &mut |n| written = n).unwrap();
-    assert_eq!(written, 3000);
-    let id = db.list(&Filter::default(), None, 1).unwrap().items[0]
-        .memo_id
-        .clone();
-    for (name, probe) in synthetic::probes(&plan) {
-        let rows = synthetic::run(&mut db, &probe, &id).unwrap();
-        if name.contains("nobody") || name.contains("no memo has") {
-            assert_eq!(rows, 0, "{name}");
-        } else {
-            assert!(rows > 0, "{name} answered nothing");
+    for mut b in backends("probes") {
+        eprintln!("backend {}", b.name);
+        let db: &mut dyn Store = b.db.as_mut();
+        let mut written = 0;
+        synthetic::fill(db, &plan, &templates, &mut |n| written = n).unwrap();
+        assert_eq!(written, 3000);
+        let id = db.list(&Filter::default(), None, 1).unwrap().items[0]
+            .memo_id
+            .clone();
+        for (name, probe) in synthetic::probes(&plan) {
+            let rows = synthetic::run(db, &probe, &id).unwrap();
+            if name.contains("nobody") || name.contains("no memo has") {
+                assert_eq!(rows, 0, "{} {name}", b.name);
+            } else {
+                assert!(rows > 0, "{} {name} answered nothing", b.name);
+            }
         }
     }
 }
