@@ -126,6 +126,26 @@ pub struct MetricsQuery {
     pub domain: Option<String>,
 }
 
+impl MetricsQuery {
+    /// The rep, team and domain it narrows by, as (column, value).
+    pub fn filters(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        filters(&self.rep_id, &self.team, &self.domain)
+    }
+}
+
+/// The given ones of rep, team and domain, as (column, value), in that order.
+fn filters<'a>(
+    rep_id: &'a Option<String>,
+    team: &'a Option<String>,
+    domain: &'a Option<String>,
+) -> impl Iterator<Item = (&'static str, &'a str)> {
+    [("rep_id", rep_id), ("team", team), ("domain", domain)]
+        .into_iter()
+        .filter_map(|(column, v)| Some((column, v.as_deref()?)))
+}
+
+const DAY_MS: i64 = 86_400_000;
+
 /// Memos of one group in one period (from [`Store::metric_counts`](super::Store::metric_counts)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CountRow {
@@ -166,6 +186,47 @@ pub struct UrgentQuery {
     pub domain: Option<String>,
     /// Most customers listed.
     pub limit: usize,
+}
+
+impl UrgentQuery {
+    /// The rep, team and domain it narrows by, as (column, value).
+    pub fn filters(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        filters(&self.rep_id, &self.team, &self.domain)
+    }
+
+    /// The latest `recorded_ms` a customer's last memo may have to be listed.
+    pub fn cutoff_ms(&self) -> i64 {
+        self.now_ms - i64::from(self.days) * DAY_MS
+    }
+
+    /// A listed customer from its `customer_last` row; `needs` is that row's ' a b ' list.
+    #[allow(clippy::too_many_arguments)]
+    pub fn customer(
+        &self,
+        customer_id: String,
+        memo_id: String,
+        rep_id: Option<String>,
+        team: Option<String>,
+        domain: Option<String>,
+        recorded_at: String,
+        recorded_ms: i64,
+        needs: &str,
+    ) -> UrgentCustomer {
+        UrgentCustomer {
+            customer_id,
+            memo_id,
+            rep_id,
+            team,
+            domain,
+            recorded_at,
+            needs: needs
+                .split_whitespace()
+                .filter(|n| self.needs.iter().any(|u| u == n))
+                .map(str::to_string)
+                .collect(),
+            days_since: (self.now_ms - recorded_ms).div_euclid(DAY_MS),
+        }
+    }
 }
 
 /// A customer whose latest memo states an urgent need.

@@ -769,9 +769,7 @@ impl Store for Postgres {
         if q.needs.is_empty() || q.limit == 0 {
             return Ok(Vec::new());
         }
-        const DAY_MS: i64 = 86_400_000;
-        let before = q.now_ms - i64::from(q.days) * DAY_MS;
-        let mut args: Params = vec![Box::new(before)];
+        let mut args: Params = vec![Box::new(q.cutoff_ms())];
         let mut sql = String::from(
             "SELECT c.customer_id, c.memo_id, c.rep_id, c.team, c.domain, c.recorded_at, c.recorded_ms, c.needs
              FROM customer_last c WHERE c.recorded_ms <= $1",
@@ -785,15 +783,9 @@ impl Store for Postgres {
             })
             .collect();
         sql.push_str(&format!(" AND ({})", any.join(" OR ")));
-        for (column, v) in [
-            ("rep_id", &q.rep_id),
-            ("team", &q.team),
-            ("domain", &q.domain),
-        ] {
-            if let Some(v) = v {
-                args.push(Box::new(v.clone()));
-                sql.push_str(&format!(" AND c.{column} = ${}", args.len()));
-            }
+        for (column, v) in q.filters() {
+            args.push(Box::new(v.to_string()));
+            sql.push_str(&format!(" AND c.{column} = ${}", args.len()));
         }
         args.push(Box::new(q.limit as i64));
         sql.push_str(&format!(
@@ -804,22 +796,17 @@ impl Store for Postgres {
         Ok(rows
             .iter()
             .map(|r| {
-                let recorded_ms: i64 = r.get(6);
                 let needs: String = r.get(7);
-                UrgentCustomer {
-                    customer_id: r.get(0),
-                    memo_id: r.get(1),
-                    rep_id: r.get(2),
-                    team: r.get(3),
-                    domain: r.get(4),
-                    recorded_at: r.get(5),
-                    needs: needs
-                        .split_whitespace()
-                        .filter(|n| q.needs.iter().any(|u| u == n))
-                        .map(str::to_string)
-                        .collect(),
-                    days_since: (q.now_ms - recorded_ms).div_euclid(DAY_MS),
-                }
+                q.customer(
+                    r.get(0),
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    r.get(4),
+                    r.get(5),
+                    r.get(6),
+                    &needs,
+                )
             })
             .collect())
     }
@@ -837,15 +824,9 @@ fn rollup_conditions(q: &MetricsQuery, kind: Option<TagKind>) -> (String, Params
         args.push(Box::new(k.as_str().to_string()));
         sql.push_str(&format!(" AND kind = ${}", args.len()));
     }
-    for (column, v) in [
-        ("rep_id", &q.rep_id),
-        ("team", &q.team),
-        ("domain", &q.domain),
-    ] {
-        if let Some(v) = v {
-            args.push(Box::new(v.clone()));
-            sql.push_str(&format!(" AND {column} = ${}", args.len()));
-        }
+    for (column, v) in q.filters() {
+        args.push(Box::new(v.to_string()));
+        sql.push_str(&format!(" AND {column} = ${}", args.len()));
     }
     (sql, args)
 }
