@@ -173,8 +173,7 @@ pub struct ListQuery {
     pub from: Option<String>,
     /// recorded_at before: RFC 3339, or a date (through the end of that day, +08:00).
     pub to: Option<String>,
-    /// Text contains this (a substring; not indexed: combine with rep_id, customer_id or a
-    /// time range on a large archive).
+    /// Text contains this (a substring of one character or more, exact).
     pub q: Option<String>,
     /// Memos per page (default 50, at most 500).
     pub limit: Option<usize>,
@@ -235,7 +234,7 @@ impl ListQuery {
         ("vague" = Option<bool>, Query), ("high_value" = Option<bool>, Query), ("no_need" = Option<bool>, Query),
         ("reviewed" = Option<bool>, Query), ("from" = Option<String>, Query, description = "RFC 3339 or a date"),
         ("to" = Option<String>, Query, description = "RFC 3339 or a date (inclusive)"),
-        ("q" = Option<String>, Query, description = "the text contains this (not indexed)"),
+        ("q" = Option<String>, Query, description = "the text contains this (a substring of one character or more, exact)"),
         ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = Page), (status = 400, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)),
     security(("api_key" = [])))]

@@ -10,6 +10,7 @@
 //! never be overtaken by the store of the memo it deletes.
 
 pub mod blind;
+pub mod grams;
 pub mod metrics;
 pub mod postgres;
 pub mod retag;
@@ -327,7 +328,7 @@ pub struct Filter {
     pub from: Option<DateTime<FixedOffset>>,
     /// `recorded_at` before this.
     pub to: Option<DateTime<FixedOffset>>,
-    /// The text contains this (not indexed: narrow by rep, customer or time for speed).
+    /// The text contains this (a substring, exact; looked up in the text index, see [`grams`]).
     pub text: Option<String>,
 }
 

@@ -180,6 +180,26 @@ INSERT INTO customer_last (customer_id, memo_id, recorded_ms, recorded_at, rep_i
         ORDER BY customer_id, recorded_ms DESC, seq DESC) AS latest;
 "#,
     ),
+    (
+        4,
+        "the text search index",
+        r#"
+-- Every character and adjacent pair of a text (archive::grams), indexed for each memo so that
+-- `q` is looked up instead of read through every memo.
+CREATE FUNCTION needtag_grams(t text) RETURNS text[]
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+    SELECT COALESCE(array_agg(DISTINCT g), '{}')
+    FROM (SELECT string_to_array(t, NULL) AS c) AS s,
+        LATERAL (SELECT c[i] FROM generate_series(1, cardinality(c)) AS i
+            UNION ALL
+            SELECT c[i] || c[i + 1] FROM generate_series(1, cardinality(c) - 1) AS i) AS grams (g)
+$fn$;
+CREATE INDEX memos_text_grams ON memos USING gin (needtag_grams(text));
+-- A time range alone is answered from the index (the page is chosen by seq).
+CREATE INDEX memos_recorded_seq ON memos (recorded_ms, seq);
+DROP INDEX memos_recorded;
+"#,
+    ),
 ];
 
 /// The advisory lock replicas take while migrating (any constant; "needtag" in ASCII).
@@ -220,7 +240,17 @@ impl Postgres {
             path: redact_url(url),
             message,
         };
-        let client = connect(url).map_err(|e| open_err(e.to_string()))?;
+        let mut client = connect(url).map_err(|e| open_err(e.to_string()))?;
+        // Text search and the character counts of memos need the server to see characters.
+        let encoding: String = client
+            .query_one("SHOW server_encoding", &[])
+            .map_err(|e| open_err(e.to_string()))?
+            .get(0);
+        if encoding != "UTF8" {
+            return Err(open_err(format!(
+                "the database's encoding is {encoding}; needtag needs UTF8 (CREATE DATABASE … ENCODING 'UTF8')"
+            )));
+        }
         let mut db = Postgres {
             url: url.to_string(),
             client,
@@ -400,6 +430,10 @@ impl Postgres {
             });
         }
         if let Some(t) = filter.text.as_deref().filter(|t| !t.is_empty()) {
+            // The memos holding every gram of the text (through its index), then those that
+            // really contain it.
+            args.push(Box::new(super::grams::query_grams(t)));
+            sql.push_str(&format!(" AND needtag_grams(m.text) @> ${}", args.len()));
             args.push(Box::new(t.to_string()));
             sql.push_str(&format!(" AND strpos(m.text, ${}) > 0", args.len()));
         }
@@ -583,8 +617,10 @@ impl Store for Postgres {
             sql.push_str(&format!(" AND m.seq < ${}", args.len()));
         }
         args.push(Box::new(limit as i64 + 1));
+        // The page's memos are chosen by seq alone, then read: a filter that is not in seq
+        // order (a time range) sorts numbers, not whole memos.
         let query = format!(
-            "SELECT {COLUMNS} FROM memos m{sql} ORDER BY m.seq DESC LIMIT ${}",
+            "SELECT {COLUMNS} FROM memos WHERE seq IN (SELECT m.seq FROM memos m{sql} ORDER BY m.seq DESC LIMIT ${}) ORDER BY seq DESC",
             args.len()
         );
         let c = self.client()?;

@@ -10,6 +10,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::grams;
 use super::metrics::{self, CountRow, MetricsQuery, Period, TagRow, UrgentCustomer, UrgentQuery};
 use super::{
     ArchiveError, Audio, ExportLine, Filter, Labels, Mark, NewMemo, Page, Result, ReviewMark,
@@ -172,10 +173,46 @@ INSERT INTO customer_last (customer_id, memo_id, recorded_ms, recorded_at, rep_i
     WHERE n = 1;
 "#,
     ),
+    (
+        4,
+        "the text search index",
+        r#"
+-- Every character and adjacent pair of each memo's text (archive::grams), so that `q` is looked
+-- up instead of read through every memo. Contentless: the text stays only in memos.
+CREATE VIRTUAL TABLE memo_text USING fts5(
+    grams, content = '', contentless_delete = 1, detail = none, tokenize = 'ascii');
+INSERT INTO memo_text (rowid, grams) SELECT seq, needtag_grams(text) FROM memos;
+CREATE TRIGGER memo_text_insert AFTER INSERT ON memos BEGIN
+    INSERT INTO memo_text (rowid, grams) VALUES (new.seq, needtag_grams(new.text));
+END;
+CREATE TRIGGER memo_text_delete AFTER DELETE ON memos BEGIN
+    DELETE FROM memo_text WHERE rowid = old.seq;
+END;
+CREATE TRIGGER memo_text_update AFTER UPDATE OF text ON memos BEGIN
+    DELETE FROM memo_text WHERE rowid = old.seq;
+    INSERT INTO memo_text (rowid, grams) VALUES (new.seq, needtag_grams(new.text));
+END;
+"#,
+    ),
 ];
 
 pub struct Sqlite {
     conn: Connection,
+}
+
+/// The SQL functions the schema's triggers call: `needtag_grams(text)`, the text search
+/// index's terms ([`grams::index_terms`]). Every connection that writes memos registers them.
+fn functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "needtag_grams",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let text: Option<String> = ctx.get(0)?;
+            Ok(grams::index_terms(text.as_deref().unwrap_or("")))
+        },
+    )
 }
 
 const COLUMNS: &str = "m.seq, m.memo_id, m.source, m.rep_id, m.customer_id, m.team, m.domain, \
@@ -208,6 +245,7 @@ impl Sqlite {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "secure_delete", "ON")?;
+        functions(&conn)?;
         let mut db = Sqlite { conn };
         db.migrate()?;
         Ok(db)
@@ -235,6 +273,7 @@ impl Sqlite {
     /// with it).
     pub fn open_at(path: &Path, target: i64) -> Result<Sqlite> {
         let conn = Connection::open(path)?;
+        functions(&conn)?;
         let mut db = Sqlite { conn };
         db.migrate_to(target)?;
         Ok(db)
@@ -251,6 +290,7 @@ impl Sqlite {
     #[doc(hidden)]
     pub fn open_at_version(path: &Path, version: i64) -> Result<Sqlite> {
         let conn = Connection::open(path)?;
+        functions(&conn)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let mut db = Sqlite { conn };
         db.migrate_to(version)?;
@@ -355,6 +395,7 @@ impl Sqlite {
     /// first), so a rare tag costs as little as a common one.
     fn conditions(filter: &Filter) -> (String, &'static str, Vec<Value>) {
         let mut args: Vec<Value> = Vec::new();
+        let search = filter.text.as_deref().filter(|t| !t.is_empty());
         let (mut sql, order, driving) = match (&filter.need, &filter.action) {
             (Some(v), _) | (None, Some(v)) => {
                 let kind = if filter.need.is_some() {
@@ -371,7 +412,21 @@ impl Sqlite {
                     Some(kind),
                 )
             }
-            (None, None) => (" memos m WHERE 1 = 1".to_string(), "m.seq", None),
+            // A text search with nothing more selective walks the text index newest first; the
+            // `instr` below keeps only the memos that really contain the text. (CROSS JOIN: SQLite
+            // keeps the index as the outer loop.)
+            (None, None) => match search.and_then(grams::fts_query) {
+                Some(terms) if filter.rep_id.is_none() && filter.customer_id.is_none() => {
+                    args.push(Value::Text(terms));
+                    (
+                        " memo_text CROSS JOIN memos m ON m.seq = memo_text.rowid WHERE memo_text MATCH ?1"
+                            .to_string(),
+                        "memo_text.rowid",
+                        None,
+                    )
+                }
+                _ => (" memos m WHERE 1 = 1".to_string(), "m.seq", None),
+            },
         };
         let text = |v: &String| Value::Text(v.clone());
         for (column, v) in [
@@ -418,7 +473,7 @@ impl Sqlite {
                 " AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.memo_id = m.memo_id)"
             });
         }
-        if let Some(t) = filter.text.as_deref().filter(|t| !t.is_empty()) {
+        if let Some(t) = search {
             args.push(Value::Text(t.to_string()));
             sql.push_str(&format!(" AND instr(m.text, ?{}) > 0", args.len()));
         }
@@ -879,8 +934,10 @@ impl Store for Sqlite {
             sql.push_str(&format!(" AND {order} < ?{}", args.len()));
         }
         args.push(Value::Integer(limit as i64 + 1));
+        // The page's memos are chosen by their storing order alone, then read: a filter that
+        // is not in storing order (a time range) sorts numbers, not whole memos.
         let query = format!(
-            "SELECT {COLUMNS} FROM{sql} ORDER BY {order} DESC LIMIT ?{}",
+            "SELECT {COLUMNS} FROM memos m WHERE m.seq IN (SELECT {order} FROM{sql} ORDER BY {order} DESC LIMIT ?{}) ORDER BY m.seq DESC",
             args.len()
         );
         let mut st = self.conn.prepare(&query)?;

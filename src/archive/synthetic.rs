@@ -418,6 +418,28 @@ pub fn probes(plan: &Plan) -> Vec<(String, Probe)> {
             ),
         ),
         (
+            "list: q (one character, 疼)".into(),
+            Probe::List(
+                Filter {
+                    text: s("疼"),
+                    ..f()
+                },
+                None,
+            ),
+        ),
+        (
+            "list: q + from..to (价格, a month a year ago)".into(),
+            Probe::List(
+                Filter {
+                    text: s("价格"),
+                    from: at(395),
+                    to: at(365),
+                    ..f()
+                },
+                None,
+            ),
+        ),
+        (
             "list: q (text contains a word no memo has)".into(),
             Probe::List(
                 Filter {

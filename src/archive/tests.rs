@@ -194,6 +194,95 @@ fn lists_filter_and_page_on(db: &mut dyn TestDb) {
 }
 
 #[test]
+fn text_search_answers_exactly_what_reading_every_memo_would() {
+    for mut b in backends("search") {
+        eprintln!("backend: {}", b.name);
+        text_search_on(&mut *b.db);
+    }
+}
+
+fn text_search_on(db: &mut dyn TestDb) {
+    let texts = [
+        "张主任提到关节镜手术后患者投诉疼痛管理不到位，希望下周带方案过来",
+        "价格太高了，价格谈不下来",
+        "库存告急，CT-3 配件缺货",
+        "哈哈哈哈，拜访顺利",
+        "疼",
+        "",
+        "ct-3 lowercase and 价 格 spaced",
+    ];
+    let batch: Vec<NewMemo> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut m = memo(&format!("s{i}"), "c", &[], "2026-03-01T10:00:00+08:00");
+            m.text = t.to_string();
+            m
+        })
+        .collect();
+    db.store(&batch).unwrap();
+    let search = |db: &mut dyn TestDb, q: &str, rep: Option<&str>| -> Vec<String> {
+        let f = Filter {
+            text: Some(q.into()),
+            rep_id: rep.map(str::to_string),
+            ..Filter::default()
+        };
+        let mut out = Vec::new();
+        let mut cursor = None;
+        // Two per page, so the cursor walks the index too.
+        loop {
+            let page = db.list(&f, cursor.as_deref(), 2).unwrap();
+            out.extend(page.items.into_iter().map(|m| m.memo_id));
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break out,
+            }
+        }
+    };
+    let scan = |q: &str| -> Vec<String> {
+        let mut ids: Vec<String> = texts
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.contains(q))
+            .map(|(i, _)| format!("s{i}"))
+            .collect();
+        ids.reverse();
+        ids
+    };
+    // Every fragment of one to four characters of every text, and some that are in none.
+    let mut queries: Vec<String> = Vec::new();
+    for t in &texts {
+        let chars: Vec<char> = t.chars().collect();
+        for len in 1..=4 {
+            for w in chars.windows(len) {
+                queries.push(w.iter().collect());
+            }
+        }
+    }
+    queries.extend(
+        [
+            "量子纠缠",
+            "格价",
+            "CT-4",
+            "Ct",
+            "价格太高了，价格谈不下来。",
+            "哈哈哈哈哈",
+        ]
+        .map(String::from),
+    );
+    for q in &queries {
+        assert_eq!(search(db, q, None), scan(q), "q = {q:?}");
+    }
+    // Beside a filter that drives the query, the text is still checked.
+    assert_eq!(search(db, "价格", Some("r-1")), scan("价格"));
+    assert!(search(db, "价格", Some("r-2")).is_empty());
+    // A deleted memo is not found again.
+    assert!(db.delete("s1").unwrap());
+    assert!(search(db, "价格", None).is_empty());
+    assert_eq!(search(db, "价", None), ["s6"]);
+}
+
+#[test]
 fn reviews_make_labels_and_exports() {
     for mut b in backends("reviews") {
         eprintln!("backend: {}", b.name);
@@ -655,12 +744,10 @@ fn a_database_of_the_previous_version_is_migrated_and_keeps_its_memos() {
     {
         let mut old = Sqlite::open_at(&path, previous).unwrap();
         assert_eq!(old.version().unwrap(), previous);
-        // The statements of version 1 still hold for the previous version's tables; the
-        // current store writes columns the previous version did not have.
-        store_v1(
-            &old,
-            &memo("before", "c", &["price"], "2026-03-01T10:00:00+08:00"),
-        );
+        // The current store writes only tables and columns the previous version has (the
+        // text index of version 4 is kept by triggers).
+        old.store(&[memo("before", "c", &["price"], "2026-03-01T10:00:00+08:00")])
+            .unwrap();
         old.review(
             "before",
             &[mark(TagKind::Need, "price", Verdict::Confirm)],
@@ -680,10 +767,8 @@ fn a_database_of_the_previous_version_is_migrated_and_keeps_its_memos() {
     {
         let mut old = Postgres::open_at(&pg.url, previous).unwrap();
         assert_eq!(old.version().unwrap(), previous);
-        store_v1_pg(
-            &mut old,
-            &memo("before", "c", &["price"], "2026-03-01T10:00:00+08:00"),
-        );
+        old.store(&[memo("before", "c", &["price"], "2026-03-01T10:00:00+08:00")])
+            .unwrap();
         old.review(
             "before",
             &[mark(TagKind::Need, "price", Verdict::Confirm)],
@@ -707,6 +792,25 @@ fn check_migrated(db: &mut dyn TestDb, previous: i64) {
     assert_eq!(m.labels.unwrap().needs, ["price"]);
     db.store(&[with_audio("after", "c", 0, b"RIFF")]).unwrap();
     assert!(db.audio("after").unwrap().is_some(), "the new step works");
+    // The memo from before is found by its text, through the index built by the migration.
+    let found = db
+        .list(
+            &Filter {
+                text: Some("mo befor".into()),
+                ..Filter::default()
+            },
+            None,
+            10,
+        )
+        .unwrap();
+    assert_eq!(
+        found
+            .items
+            .iter()
+            .map(|m| m.memo_id.as_str())
+            .collect::<Vec<_>>(),
+        ["before"]
+    );
     // The memo from before counts in the rollups next to the one stored after.
     assert_eq!(
         db.scalar("SELECT CAST(SUM(memos) AS BIGINT) FROM metric_memos WHERE period = 'month'"),
