@@ -33,8 +33,34 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Remove the directories earlier test processes left behind (a shared server lives in a static
+/// and is never dropped, and a killed run cleans nothing): those of processes no longer running.
+/// Once per process.
+fn sweep_stale_dirs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("needtag-test-")
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    });
+}
+
 /// A private copy of the default library, so tests can change it and reload.
 pub fn library_copy(tag: &str) -> PathBuf {
+    sweep_stale_dirs();
     let dir = std::env::temp_dir().join(format!("needtag-test-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     copy_dir(&super::root().join("need-library"), &dir);
@@ -43,6 +69,7 @@ pub fn library_copy(tag: &str) -> PathBuf {
 
 /// A fresh directory for the archive of the server named `tag`.
 pub fn archive_dir(tag: &str) -> PathBuf {
+    sweep_stale_dirs();
     let dir =
         std::env::temp_dir().join(format!("needtag-test-{}-{tag}-archive", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
