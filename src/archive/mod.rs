@@ -332,6 +332,38 @@ pub struct Filter {
     pub text: Option<String>,
 }
 
+impl Filter {
+    /// Whether a list page under this filter is best found by reading the memos in the time
+    /// range first (then ordering them), rather than by walking every memo newest first until
+    /// the page is full. `span` is the archive's first and last `recorded_ms`. Memos are stored
+    /// in about the order they were recorded, so the walk first passes every memo newer than the
+    /// range, while reading the range costs its size in index entries, each about a sixth of a
+    /// memo walked past (1M memos on PostgreSQL: 958 000 entries in 113 ms, 500 000 memos walked
+    /// in 367 ms). Time stands in for counts (memos arrive about evenly). Only for a time range
+    /// with no more selective filter.
+    pub fn range_first(&self, span: Option<(i64, i64)>) -> bool {
+        if self.from.is_none() && self.to.is_none() {
+            return false;
+        }
+        if self.need.is_some()
+            || self.action.is_some()
+            || self.rep_id.is_some()
+            || self.customer_id.is_some()
+            || self.text.as_deref().is_some_and(|t| !t.is_empty())
+        {
+            return false;
+        }
+        let Some((first, last)) = span.filter(|(a, b)| b > a) else {
+            return false;
+        };
+        let from = self.from.map_or(first, |t| t.timestamp_millis()).max(first);
+        let to = self.to.map_or(last, |t| t.timestamp_millis()).min(last);
+        let newer = last - to;
+        let inside = (to - from).max(0);
+        inside < newer.saturating_mul(6)
+    }
+}
+
 /// One page of a list, newest stored first; `next` is the cursor of the following page.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Page {

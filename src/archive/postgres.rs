@@ -5,6 +5,8 @@
 //! request.
 
 use ::postgres::types::ToSql;
+use std::collections::HashMap;
+
 use ::postgres::{Client, GenericClient, NoTls, Row};
 use chrono::{DateTime, Utc};
 
@@ -385,7 +387,52 @@ impl Postgres {
         Ok(ruled_out)
     }
 
-    /// The WHERE clause and its parameters for `filter` (as the SQLite store builds it).
+    /// [`Postgres::complete`] for a page of memos in two queries (their tags, their reviews)
+    /// instead of two per memo.
+    fn complete_page(c: &mut impl GenericClient, memos: &mut [StoredMemo]) -> Result<()> {
+        let ids: Vec<&str> = memos.iter().map(|m| m.memo_id.as_str()).collect();
+        let at: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let tags = c.query(
+            "SELECT memo_id, kind, tag FROM memo_tags WHERE memo_id = ANY($1) ORDER BY memo_id, pos",
+            &[&ids],
+        )?;
+        let reviews = c.query(
+            "SELECT memo_id, kind, tag, verdict, reviewer, at FROM reviews WHERE memo_id = ANY($1) ORDER BY id",
+            &[&ids],
+        )?;
+        let mut needs: Vec<Vec<String>> = vec![Vec::new(); memos.len()];
+        let mut actions: Vec<Vec<String>> = vec![Vec::new(); memos.len()];
+        for row in &tags {
+            let Some(&i) = at.get(row.get::<_, &str>(0)) else {
+                continue;
+            };
+            match row.get::<_, &str>(1) {
+                "need" => needs[i].push(row.get(2)),
+                "action" => actions[i].push(row.get(2)),
+                _ => {}
+            }
+        }
+        let mut marks: Vec<Vec<ReviewMark>> = vec![Vec::new(); memos.len()];
+        for row in &reviews {
+            let id: &str = row.get(0);
+            let Some(&i) = at.get(id) else {
+                continue;
+            };
+            marks[i].push(review_mark(id, row, 1)?);
+        }
+        drop(at);
+        for (i, memo) in memos.iter_mut().enumerate() {
+            memo.needs = std::mem::take(&mut needs[i]);
+            memo.actions = std::mem::take(&mut actions[i]);
+            memo.reviews = std::mem::take(&mut marks[i]);
+            memo.reviewed = !memo.reviews.is_empty();
+            if memo.reviewed {
+                memo.labels = Some(labels(&memo.needs, &memo.actions, &memo.reviews));
+            }
+        }
+        Ok(())
+    }
+
     /// The FROM and WHERE clauses, the column to order by and the parameters for `filter`.
     /// With `drive` and a need or action filter the memos are read through that tag's index of
     /// `(kind, tag, seq)` newest first, so a rare tag costs as little as a common one.
@@ -485,21 +532,26 @@ fn reviews(c: &mut impl GenericClient, memo_id: &str) -> Result<Vec<ReviewMark>>
         "SELECT kind, tag, verdict, reviewer, at FROM reviews WHERE memo_id = $1 ORDER BY id",
         &[&memo_id],
     )? {
-        let (kind, verdict): (String, String) = (row.get(0), row.get(2));
-        let (Some(k), Some(v)) = (TagKind::parse(&kind), Verdict::parse(&verdict)) else {
-            return Err(ArchiveError::Corrupt(format!(
-                "review of {memo_id} has kind {kind:?}, verdict {verdict:?}"
-            )));
-        };
-        out.push(ReviewMark {
-            kind: k,
-            id: row.get(1),
-            verdict: v,
-            reviewer: row.get(3),
-            at: row.get(4),
-        });
+        out.push(review_mark(memo_id, &row, 0)?);
     }
     Ok(out)
+}
+
+/// A review mark from `row`'s columns kind, tag, verdict, reviewer, at (from column `first`).
+fn review_mark(memo_id: &str, row: &Row, first: usize) -> Result<ReviewMark> {
+    let (kind, verdict): (String, String) = (row.get(first), row.get(first + 2));
+    let (Some(k), Some(v)) = (TagKind::parse(&kind), Verdict::parse(&verdict)) else {
+        return Err(ArchiveError::Corrupt(format!(
+            "review of {memo_id} has kind {kind:?}, verdict {verdict:?}"
+        )));
+    };
+    Ok(ReviewMark {
+        kind: k,
+        id: row.get(first + 1),
+        verdict: v,
+        reviewer: row.get(first + 3),
+        at: row.get(first + 4),
+    })
 }
 
 impl Store for Postgres {
@@ -639,23 +691,44 @@ impl Store for Postgres {
             sql.push_str(&format!(" AND {order} < ${}", args.len()));
         }
         args.push(Box::new(limit as i64 + 1));
-        // The page's memos are chosen by seq alone, then read: a filter that is not in seq
-        // order (a time range) sorts numbers, not whole memos.
-        let query = format!(
-            "SELECT {COLUMNS} FROM memos WHERE seq IN (SELECT {order} FROM{sql} ORDER BY {order} DESC LIMIT ${}) ORDER BY seq DESC",
-            args.len()
-        );
+        // A time range that lies behind many newer memos is read from the (recorded_ms, seq)
+        // index first and only then ordered (OFFSET 0 keeps the planner from walking every memo
+        // newest first in the hope of meeting the range soon).
+        let span = if filter.from.is_some() || filter.to.is_some() {
+            let row = self.client()?.query_one(
+                "SELECT (SELECT MIN(recorded_ms) FROM memos), (SELECT MAX(recorded_ms) FROM memos)",
+                &[],
+            )?;
+            row.get::<_, Option<i64>>(0)
+                .zip(row.get::<_, Option<i64>>(1))
+        } else {
+            None
+        };
+        let choose = if filter.range_first(span) {
+            format!(
+                "SELECT seq FROM (SELECT m.seq AS seq FROM{sql} OFFSET 0) AS r ORDER BY seq DESC LIMIT ${}",
+                args.len()
+            )
+        } else {
+            format!(
+                "SELECT {order} FROM{sql} ORDER BY {order} DESC LIMIT ${}",
+                args.len()
+            )
+        };
+        // The page's memos are chosen by seq alone, then read.
+        let query =
+            format!("SELECT {COLUMNS} FROM memos WHERE seq IN ({choose}) ORDER BY seq DESC");
         let c = self.client()?;
         let rows = c.query(&query, &refs(&args))?;
         let more = rows.len() > limit;
         let mut items = Vec::new();
         let mut last = None;
         for row in rows.iter().take(limit) {
-            let (seq, mut memo) = Postgres::memo_from_row(row);
-            Postgres::complete(c, &mut memo)?;
+            let (seq, memo) = Postgres::memo_from_row(row);
             items.push(memo);
             last = Some(seq);
         }
+        Postgres::complete_page(c, &mut items)?;
         Ok(Page {
             next: last.filter(|_| more).map(|s| s.to_string()),
             items,

@@ -393,7 +393,14 @@ impl Sqlite {
     /// The FROM and WHERE clauses, the column to order by and the parameters for `filter`.
     /// With a need or action filter the memos are read through that tag's index (newest
     /// first), so a rare tag costs as little as a common one.
-    fn conditions(filter: &Filter) -> (String, &'static str, Vec<Value>) {
+    /// Without `range_first` ([`Filter::range_first`]) the time range is only checked on the
+    /// memos walked (`+` keeps SQLite from reading the range through its index).
+    fn conditions(filter: &Filter, range_first: bool) -> (String, &'static str, Vec<Value>) {
+        let time = if range_first {
+            "m.recorded_ms"
+        } else {
+            "+m.recorded_ms"
+        };
         let mut args: Vec<Value> = Vec::new();
         let search = filter.text.as_deref().filter(|t| !t.is_empty());
         let (mut sql, order, driving) = match (&filter.need, &filter.action) {
@@ -479,11 +486,11 @@ impl Sqlite {
         }
         if let Some(t) = filter.from {
             args.push(Value::Integer(t.timestamp_millis()));
-            sql.push_str(&format!(" AND m.recorded_ms >= ?{}", args.len()));
+            sql.push_str(&format!(" AND {time} >= ?{}", args.len()));
         }
         if let Some(t) = filter.to {
             args.push(Value::Integer(t.timestamp_millis()));
-            sql.push_str(&format!(" AND m.recorded_ms < ?{}", args.len()));
+            sql.push_str(&format!(" AND {time} < ?{}", args.len()));
         }
         (sql, order, args)
     }
@@ -925,7 +932,16 @@ impl Store for Sqlite {
     }
 
     fn list(&mut self, filter: &Filter, cursor: Option<&str>, limit: usize) -> Result<Page> {
-        let (mut sql, order, mut args) = Sqlite::conditions(filter);
+        let span = if filter.from.is_some() || filter.to.is_some() {
+            self.conn.query_row(
+                "SELECT (SELECT MIN(recorded_ms) FROM memos), (SELECT MAX(recorded_ms) FROM memos)",
+                [],
+                |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)),
+            )?
+        } else {
+            None
+        };
+        let (mut sql, order, mut args) = Sqlite::conditions(filter, filter.range_first(span));
         if let Some(c) = cursor {
             let seq: i64 = c.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
                 ArchiveError::Invalid(format!("the cursor {c:?} is not one this archive gave"))
@@ -1018,7 +1034,7 @@ impl Store for Sqlite {
             reviewed: Some(true),
             ..filter.clone()
         };
-        let (sql, order, args) = Sqlite::conditions(&filter);
+        let (sql, order, args) = Sqlite::conditions(&filter, false);
         let query = format!("SELECT {COLUMNS} FROM{sql} ORDER BY {order} ASC");
         let mut st = self.conn.prepare(&query)?;
         let rows = st.query_map(rusqlite::params_from_iter(args), Sqlite::memo_from_row)?;

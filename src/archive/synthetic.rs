@@ -382,6 +382,17 @@ pub fn probes(plan: &Plan) -> Vec<(String, Probe)> {
             ),
         ),
         (
+            "list: from..to (before last month: 23 of the 24 months)".into(),
+            Probe::List(
+                Filter {
+                    from: at(800),
+                    to: at(30),
+                    ..f()
+                },
+                None,
+            ),
+        ),
+        (
             "list: vague=false, no_need=true (blind spots)".into(),
             Probe::List(
                 Filter {

@@ -187,10 +187,55 @@ fn lists_filter_and_page_on(db: &mut dyn TestDb) {
         ),
         ["m2", "m1"]
     );
+    // A range reaching the newest memo is walked newest first instead: the same answer.
+    let recent = Filter {
+        from: parse_bound("2026-03-05", false),
+        ..Filter::default()
+    };
+    assert_eq!(list(db, recent), ["m6", "m5", "m4"]);
+    let old = Filter {
+        to: parse_bound("2026-03-02", true),
+        ..Filter::default()
+    };
+    assert_eq!(list(db, old), ["m1", "m0"]);
     assert!(matches!(
         db.list(&all, Some("abc"), 3),
         Err(ArchiveError::Invalid(_))
     ));
+}
+
+#[test]
+fn a_time_range_is_read_first_only_when_it_lies_behind_more_newer_memos() {
+    let day = 86_400_000i64;
+    let span = Some((0, 730 * day));
+    let at = |d: i64| {
+        Some(
+            DateTime::from_timestamp_millis(d * day)
+                .unwrap()
+                .fixed_offset(),
+        )
+    };
+    let range = |from: i64, to: i64| Filter {
+        from: at(from),
+        to: at(to),
+        ..Filter::default()
+    };
+    // The last month: walking finds it at once.
+    assert!(!range(700, 730).range_first(span));
+    // A month a year ago: behind eleven months of newer memos.
+    assert!(range(335, 365).range_first(span));
+    // Everything but the last month: walking passes one month, reading would take 23.
+    assert!(!range(0, 700).range_first(span));
+    // Half of the archive, behind the other half.
+    assert!(range(0, 365).range_first(span));
+    // No time range, a more selective filter, or an empty archive: never.
+    assert!(!Filter::default().range_first(span));
+    let by_rep = Filter {
+        rep_id: Some("r".into()),
+        ..range(335, 365)
+    };
+    assert!(!by_rep.range_first(span));
+    assert!(!range(335, 365).range_first(None));
 }
 
 #[test]
