@@ -69,10 +69,18 @@ fn start_nats(dir: &Path) -> Option<(Proc, String)> {
         eprintln!("SKIP: {NATS_SERVER} is not installed (`apt-get install nats-server`, as .ci/setup does)");
         return None;
     }
-    let port = free_port();
+    Some(nats_on(dir, free_port()))
+}
+
+/// `nats-server -js` on `port` with its store in `dir/jetstream` (kept across restarts).
+fn nats_on(dir: &Path, port: u16) -> (Proc, String) {
     let store = dir.join("jetstream");
     std::fs::create_dir_all(&store).unwrap();
-    let log = std::fs::File::create(dir.join("nats.log")).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("nats.log"))
+        .unwrap();
     let child = Command::new(NATS_SERVER)
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(&store)
@@ -89,7 +97,7 @@ fn start_nats(dir: &Path) -> Option<(Proc, String)> {
         assert!(Instant::now() < deadline, "nats-server never listened");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Some((proc, format!("nats://127.0.0.1:{port}")))
+    (proc, format!("nats://127.0.0.1:{port}"))
 }
 
 /// One request the receiver got.
@@ -664,6 +672,47 @@ async fn two_workers_one_killed_every_job_done_once_and_delivered_once() {
         got.len(),
         started.elapsed().as_secs_f64()
     );
+
+    // SIGTERM to the remaining worker in the middle of a job: it pulls nothing more, finishes
+    // the job within queue.drain_s and exits cleanly.
+    let (code, v) = submit_audio(&base, AUDIO[1]).await;
+    assert_eq!(code, 202, "{v}");
+    let last = v["job_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let id = last.clone();
+        let running: bool = pg(&url, move |c| {
+            c.query_opt(
+                "SELECT 1 FROM jobs WHERE job_id = $1 AND status = 'running'",
+                &[&id],
+            )
+            .unwrap()
+            .is_some()
+        })
+        .await;
+        if running {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the last job never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(st.workers[1].pid() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = st.workers[1].child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "worker exit: {status}");
+    let v = job(&base, &last).await;
+    assert_eq!(v["status"], "done", "the job in flight finished: {v}");
+    assert_eq!(v["attempts"], 1, "{v}");
     let _ = &st.config;
     let _ = &st.nats_url;
 }
@@ -798,5 +847,21 @@ async fn corrupt_audio_fails_once_and_a_job_past_max_deliver_is_dead_lettered() 
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A job accepted while NATS is down is stored (202 after the publish times out); when NATS
+    // is back (same port, same store) the replica's sweeper publishes it and a worker runs it.
+    let (code, v) = submit_text(&base, TEXTS[2]).await;
+    assert_eq!(code, 202, "{v}");
+    let late = v["job_id"].as_str().unwrap().to_string();
+    let port: u16 = st.nats_url.rsplit(':').next().unwrap().parse().unwrap();
+    let (nats, _) = nats_on(&st.dir, port);
+    st.nats = nats;
+    wait_ended(&url, std::slice::from_ref(&late), Duration::from_secs(90)).await;
+    let v = job(&base, &late).await;
+    assert_eq!(v["status"], "done", "{v}");
+    let text = metrics(&base).await;
+    assert!(
+        metric(&text, "needtag_jobs_publish_failed").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
     let _ = ADMIN_KEY;
 }
