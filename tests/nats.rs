@@ -109,11 +109,12 @@ struct Received {
     answered: u16,
 }
 
-/// The test's CRM: answers 500 to its first `fail_first` requests, 200 after; checks every
-/// signature with its own HMAC.
+/// The test's CRM: answers 500 to its first `fail_first` requests and while `failing` is set,
+/// 200 after; checks every signature with its own HMAC.
 #[derive(Clone, Default)]
 struct Receiver {
     fail_first: usize,
+    failing: Arc<std::sync::atomic::AtomicBool>,
     seen: Arc<AtomicUsize>,
     got: Arc<Mutex<Vec<Received>>>,
     bad_signatures: Arc<Mutex<Vec<String>>>,
@@ -148,7 +149,7 @@ async fn hook(
     }
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let n = r.seen.fetch_add(1, Ordering::SeqCst);
-    let answered = if n < r.fail_first {
+    let answered = if n < r.fail_first || r.failing.load(Ordering::SeqCst) {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
         StatusCode::OK
@@ -467,10 +468,14 @@ async fn wait_ended(url: &str, ids: &[String], limit: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_one_killed_every_job_done_once_and_delivered_once() {
     let started = Instant::now();
+    // 500 to the first 40 requests, and until the worker is killed: a worker killed after the
+    // receiver's 200 but before recording it would send that event again (delivery is at
+    // least once; receivers de-duplicate on event_id), which is not what this test counts.
     let receiver = Receiver {
         fail_first: 40,
         ..Receiver::default()
     };
+    receiver.failing.store(true, Ordering::SeqCst);
     let hook = start_receiver(receiver.clone()).await;
     let Some(mut st) = stack(
         "kill",
@@ -536,6 +541,7 @@ async fn two_workers_one_killed_every_job_done_once_and_delivered_once() {
     };
     st.workers[0].kill();
     eprintln!("killed worker {victim} while it ran {killed_job}");
+    receiver.failing.store(false, Ordering::SeqCst);
 
     // The synchronous route works unchanged on the API replica.
     let sync = client()
@@ -666,7 +672,7 @@ async fn two_workers_one_killed_every_job_done_once_and_delivered_once() {
         assert_eq!(per_job.get(id.as_str()), Some(&1), "job {id}");
     }
     let failed = got.iter().filter(|r| r.answered == 500).count();
-    assert_eq!(failed, 40, "the receiver's 500s were retried");
+    assert!(failed >= 40, "the receiver's 500s were retried");
     eprintln!(
         "200 jobs done once, {} webhook requests ({failed} answered 500), in {:.0} s",
         got.len(),
