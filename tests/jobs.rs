@@ -712,6 +712,14 @@ async fn unreachable_webhook_parks_events_as_dead_for_an_admin_to_resend() {
     ] {
         assert!(spec["paths"][path].is_object(), "openapi lacks {path}");
     }
+    // A job is a voice memo upload or /v1/tag's JSON.
+    let content = &spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"];
+    for kind in ["application/json", "multipart/form-data", "audio/*"] {
+        assert!(
+            content[kind].is_object(),
+            "POST /v1/jobs lacks {kind}: {content}"
+        );
+    }
 
     // Without its database the service cannot accept jobs: not ready.
     assert_eq!(
