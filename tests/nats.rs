@@ -629,6 +629,12 @@ async fn two_workers_one_killed_every_job_done_once_and_delivered_once() {
     .await;
     assert_eq!(stored, 200);
     assert_eq!(twice, 0);
+    let text = metrics(&base).await;
+    assert_eq!(metric(&text, "needtag_jobs_done"), Some(200.0), "{text}");
+    assert!(
+        metric(&text, "needtag_jobs_redelivered").is_some_and(|n| n >= 1.0),
+        "the killed worker's job was delivered again: {text}"
+    );
 
     // Exactly one 200-answered delivery per job, every signature valid.
     let deadline = Instant::now() + Duration::from_secs(90);

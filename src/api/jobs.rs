@@ -846,6 +846,16 @@ pub(super) fn gauges(state: &AppState) -> Vec<(&'static str, &'static str, f64)>
     } else {
         n(&w.delivered)
     };
+    let done = if shared {
+        counts.done as f64
+    } else {
+        n(&s.done)
+    };
+    let failed = if shared {
+        counts.failed as f64
+    } else {
+        n(&s.failed)
+    };
     let failures = if shared {
         outbox.failed_attempts as f64
     } else {
@@ -857,8 +867,8 @@ pub(super) fn gauges(state: &AppState) -> Vec<(&'static str, &'static str, f64)>
         ("needtag_jobs_oldest_queued_age_seconds", "How long the oldest queued job has waited.", counts.oldest_queued_s),
         ("needtag_jobs_pending_bytes", "Audio bytes held by queued and running jobs.", counts.pending_bytes as f64),
         ("needtag_jobs_accepted", "Jobs accepted since start.", n(&s.accepted)),
-        ("needtag_jobs_done", "Jobs finished with a result since start.", n(&s.done)),
-        ("needtag_jobs_failed", "Jobs finished with an error since start.", n(&s.failed)),
+        ("needtag_jobs_done", "Jobs finished with a result since start (scaled out: those kept in the shared database).", done),
+        ("needtag_jobs_failed", "Jobs finished with an error since start (scaled out: those kept in the shared database).", failed),
         ("needtag_jobs_redelivered", "Job attempts beyond the first since start (after a restart or a server-side failure).", redelivered),
         ("needtag_jobs_deduplicated", "Jobs whose result an interrupted attempt had archived already (not transcribed again).", n(&s.deduplicated)),
         ("needtag_jobs_publish_failed", "Scaled out: job publishes to NATS that failed since start (the job stays stored; the sweeper publishes it).", n(&s.publish_failed)),

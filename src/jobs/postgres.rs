@@ -572,17 +572,20 @@ impl JobQueue for PgJobs {
         let mut conn = self.conn()?;
         let c = conn.get();
         let mut counts = Counts::default();
+        // Finished jobs are kept for jobs.retention_days: counting them reads those rows.
         for row in c.query(
-            "SELECT status, COUNT(*), COALESCE(SUM(audio_bytes), 0)::BIGINT FROM jobs
-             WHERE status IN ('queued', 'running') GROUP BY status",
+            "SELECT status, COUNT(*), COALESCE(SUM(audio_bytes), 0)::BIGINT FROM jobs GROUP BY status",
             &[],
         )? {
             let (status, n, bytes): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            let n = n.max(0) as u64;
             match status.as_str() {
-                "queued" => counts.queued = n as u64,
-                _ => counts.running = n as u64,
+                "queued" => counts.queued = n,
+                "running" => counts.running = n,
+                "done" => counts.done = n,
+                _ => counts.failed = n,
             }
-            counts.pending_bytes += bytes as u64;
+            counts.pending_bytes += bytes.max(0) as u64;
         }
         let oldest: Option<i64> = c
             .query_one(
