@@ -161,6 +161,14 @@ enum Command {
         #[arg(long)]
         queue: Option<usize>,
     },
+    /// Run memo jobs from NATS JetStream (`queue.url`) on this machine's transcription
+    /// workers, storing results in the PostgreSQL archive (`archive.url`) and delivering their
+    /// webhooks (README: Deploying N API replicas and M workers).
+    Worker {
+        /// Transcription workers, and so jobs run at once (overrides server.workers).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// Needs library tools.
     #[command(subcommand)]
     Library(LibraryCommand),
@@ -695,6 +703,16 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             cfg.validate()?;
             serve(cfg)
+        }
+        Command::Worker { workers } => {
+            let mut cfg = config(&cli.global)?;
+            if let Some(w) = workers {
+                cfg.server.workers = w;
+            }
+            cfg.validate()?;
+            tracing::info!(config = %cfg.redacted(), "starting needtag worker {}", env!("CARGO_PKG_VERSION"));
+            needtag::worker::run(cfg, needtag::api::shutdown_signal())?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Archive(cmd) => {
             let cfg = config(&cli.global)?;

@@ -20,6 +20,71 @@ pub struct Config {
     pub archive: ArchiveConfig,
     pub jobs: JobsConfig,
     pub webhook: WebhookConfig,
+    pub queue: QueueConfig,
+}
+
+/// Scale-out of memo jobs (README → Deploying N API replicas and M workers): with `url` set,
+/// `needtag serve` stores each job in the PostgreSQL archive (`archive.url`) and publishes its
+/// id to a NATS JetStream work-queue stream; `needtag worker` processes take them from there.
+/// Unset (the default): the embedded queue in the archive's SQLite file, worked by the
+/// service itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// `nats://host:port` (`NEEDTAG_QUEUE_URL`); needs `archive.url`, where the jobs' state
+    /// lives.
+    pub url: Option<String>,
+    /// The work-queue stream (file storage) and the subject job ids are published on.
+    pub stream: String,
+    pub subject: String,
+    /// The durable pull consumer every worker shares.
+    pub consumer: String,
+    /// Where the ids of jobs that ended `failed` after their last allowed delivery are
+    /// published, and the stream that keeps them.
+    pub dead_subject: String,
+    pub dead_stream: String,
+    /// How long a delivery may go without an acknowledgement before JetStream gives the job to
+    /// another worker (seconds). A worker sends an in-progress acknowledgement every third of
+    /// it while it works, so this only bounds how soon a job held by a dead worker runs again;
+    /// it must still exceed one stall of the worker (default 10 minutes, well above the longest
+    /// memo's transcription).
+    pub ack_wait_s: u64,
+    /// Deliveries of one job before it ends `failed` (`internal`) and goes to `dead_subject`.
+    pub max_deliver: i64,
+    /// Longest `POST /v1/jobs` waits for the stream's acknowledgement of a publish (ms); a job
+    /// whose publish failed stays stored and is published again by the sweeper.
+    pub publish_timeout_ms: u64,
+    /// How often an API replica republishes stored jobs whose publish was never acknowledged
+    /// (seconds).
+    pub sweep_every_s: u64,
+    /// On SIGTERM a worker pulls no more jobs and gives the ones in flight this long to finish
+    /// (seconds); then it gives them back to the queue for another worker.
+    pub drain_s: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            stream: "NEEDTAG_JOBS".into(),
+            subject: "needtag.jobs".into(),
+            consumer: "needtag-workers".into(),
+            dead_subject: "needtag.jobs.dead".into(),
+            dead_stream: "NEEDTAG_JOBS_DEAD".into(),
+            ack_wait_s: 600,
+            max_deliver: 5,
+            publish_timeout_ms: 5_000,
+            sweep_every_s: 10,
+            drain_s: 60,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// The NATS URL when scale-out is on.
+    pub fn nats(&self) -> Option<&str> {
+        self.url.as_deref().filter(|u| !u.trim().is_empty())
+    }
 }
 
 /// Memo jobs (`POST /v1/jobs`): uploads stored in the archive's SQLite file (`archive.path`, in
@@ -548,6 +613,9 @@ impl Config {
         if let Some(v) = get("NEEDTAG_ARCHIVE_URL") {
             self.archive.url = Some(v).filter(|v| !v.trim().is_empty());
         }
+        if let Some(v) = get("NEEDTAG_QUEUE_URL") {
+            self.queue.url = Some(v).filter(|v| !v.trim().is_empty());
+        }
         if let Some(v) = get("NEEDTAG_WEBHOOK_URL") {
             self.webhook.url = Some(v).filter(|v| !v.trim().is_empty());
         }
@@ -623,6 +691,41 @@ impl Config {
         if self.jobs.enabled && (self.jobs.max_pending == 0 || self.jobs.max_attempts == 0) {
             return bad("jobs.max_pending and jobs.max_attempts must be at least 1");
         }
+        if let Some(url) = self.queue.nats() {
+            if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+                return bad("queue.url must be a nats:// URL");
+            }
+            if self.archive.url.is_none() || !self.archive.enabled {
+                return bad(
+                    "queue.url needs archive.url (PostgreSQL): the jobs' shared state lives there",
+                );
+            }
+            if !self.jobs.enabled {
+                return bad("queue.url is set but jobs.enabled is false");
+            }
+            if self.queue.ack_wait_s < 3 || self.queue.max_deliver < 1 {
+                return bad("queue.ack_wait_s must be at least 3 and queue.max_deliver at least 1");
+            }
+            let names = [
+                &self.queue.stream,
+                &self.queue.consumer,
+                &self.queue.dead_stream,
+            ];
+            if names.iter().any(|n| {
+                n.is_empty()
+                    || !n
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            }) {
+                return bad("queue.stream, queue.consumer and queue.dead_stream must be non-empty names of letters, digits, _ and -");
+            }
+            if self.queue.subject.is_empty()
+                || self.queue.dead_subject.is_empty()
+                || self.queue.subject == self.queue.dead_subject
+            {
+                return bad("queue.subject and queue.dead_subject must be set and differ");
+            }
+        }
         if let Some(url) = &self.webhook.url {
             // Parsed as the sender will parse it, so a URL it cannot use is refused here, by
             // `needtag check` and before the models load, not later at start.
@@ -666,6 +769,10 @@ impl Config {
         }
         if let Some(url) = &self.archive.url {
             v["archive"]["url"] =
+                serde_json::Value::String(crate::archive::postgres::redact_url(url));
+        }
+        if let Some(url) = self.queue.nats() {
+            v["queue"]["url"] =
                 serde_json::Value::String(crate::archive::postgres::redact_url(url));
         }
         if let Some(secret) = v.pointer_mut("/webhook/secret") {
@@ -841,5 +948,36 @@ mod tests {
         let shown = cfg.redacted().to_string();
         assert!(!shown.contains("secretsecretsecret"));
         assert!(shown.contains("***"));
+    }
+
+    #[test]
+    fn queue_url_needs_the_postgresql_archive_and_sane_settings() {
+        let err = |cfg: &Config| cfg.validate().unwrap_err().to_string();
+        let mut cfg = Config::default();
+        cfg.apply_env(|k| (k == "NEEDTAG_QUEUE_URL").then(|| "nats://127.0.0.1:4222".into()))
+            .unwrap();
+        assert_eq!(cfg.queue.nats(), Some("nats://127.0.0.1:4222"));
+        let e = err(&cfg);
+        assert!(e.contains("queue.url") && e.contains("archive.url"), "{e}");
+        cfg.archive.url = Some("postgres://needtag@127.0.0.1/needtag".into());
+        cfg.validate().unwrap();
+        assert_eq!(cfg.queue.ack_wait_s, 600);
+        assert_eq!(cfg.queue.max_deliver, 5);
+        cfg.queue.max_deliver = 0;
+        assert!(err(&cfg).contains("queue.max_deliver"));
+        cfg.queue.max_deliver = 5;
+        cfg.queue.dead_subject = cfg.queue.subject.clone();
+        assert!(err(&cfg).contains("queue.dead_subject"));
+        cfg.queue.dead_subject = "needtag.jobs.dead".into();
+        cfg.queue.url = Some("http://nats".into());
+        assert!(err(&cfg).contains("nats://"));
+        cfg.queue.url = Some("nats://user:hunter2hunter2@nats:4222".into());
+        let shown = cfg.redacted().to_string();
+        assert!(!shown.contains("hunter2hunter2"), "{shown}");
+        // An empty variable turns scale-out off again.
+        cfg.apply_env(|k| (k == "NEEDTAG_QUEUE_URL").then(String::new))
+            .unwrap();
+        assert_eq!(cfg.queue.nats(), None);
+        assert!(toml::from_str::<Config>("[queue]\nack_wai_s = 1\n").is_err());
     }
 }

@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod result;
 pub mod text;
 pub mod verifier;
+pub mod worker;
 pub mod zh;
 
 pub use config::Config;

@@ -712,6 +712,14 @@ async fn unreachable_webhook_parks_events_as_dead_for_an_admin_to_resend() {
     ] {
         assert!(spec["paths"][path].is_object(), "openapi lacks {path}");
     }
+    // A job is a voice memo upload or /v1/tag's JSON.
+    let content = &spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"];
+    for kind in ["application/json", "multipart/form-data", "audio/*"] {
+        assert!(
+            content[kind].is_object(),
+            "POST /v1/jobs lacks {kind}: {content}"
+        );
+    }
 
     // Without its database the service cannot accept jobs: not ready.
     assert_eq!(
@@ -728,4 +736,76 @@ async fn unreachable_webhook_parks_events_as_dead_for_an_admin_to_resend() {
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "not_ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_job_is_tagged_archived_and_replayed_by_its_idempotency_key() {
+    let server = common::server::Server::start(common::server::config("jobs-text"), true);
+    let post = |body: Value, idem: Option<&'static str>| {
+        let mut req = client()
+            .post(server.url("/v1/jobs"))
+            .header("authorization", bearer(TAG_KEY))
+            .json(&body);
+        if let Some(k) = idem {
+            req = req.header("idempotency-key", k);
+        }
+        req.send()
+    };
+    let body = serde_json::json!({
+        "text": "客户说下周三想看一下报价，预算大概五十万",
+        "rep_id": "rep-9",
+        "customer_id": "cust-5",
+        "recorded_at": "2026-03-04T17:20:00+08:00",
+    });
+    let resp = post(body.clone(), Some("text-1")).await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let accepted: Value = resp.json().await.unwrap();
+    let id = accepted["job_id"].as_str().unwrap().to_string();
+    let memo_id = accepted["memo_id"].as_str().unwrap().to_string();
+    let replay = post(body.clone(), Some("text-1")).await.unwrap();
+    assert_eq!(replay.status(), 202);
+    let replay: Value = replay.json().await.unwrap();
+    assert_eq!(replay["job_id"].as_str(), Some(id.as_str()));
+    // Checked at once as /v1/tag checks it.
+    let empty = post(serde_json::json!({"text": "  "}), None).await.unwrap();
+    assert_eq!(empty.status(), 422);
+    let unknown = post(serde_json::json!({"txt": "x"}), None).await.unwrap();
+    assert_eq!(unknown.status(), 400);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let v = loop {
+        let v: Value = client()
+            .get(server.url(&format!("/v1/jobs/{id}")))
+            .header("authorization", bearer(TAG_KEY))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if matches!(v["status"].as_str(), Some("done" | "failed")) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the text job never finished: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(v["status"], "done", "{v}");
+    assert_eq!(v["result"]["memo_id"].as_str(), Some(memo_id.as_str()));
+    assert_eq!(v["result"]["text"], body["text"]);
+    assert!(v["result"]["needs"].is_array(), "{v}");
+    // Archived under the job's memo id, as a text memo with its metadata.
+    let conn = rusqlite::Connection::open(&server.archive_path).unwrap();
+    let (n, customer, source): (i64, Option<String>, Option<String>) = conn
+        .query_row(
+            "SELECT COUNT(*), MAX(customer_id), MAX(source) FROM memos WHERE memo_id = ?1",
+            [&memo_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(customer.as_deref(), Some("cust-5"));
+    assert_eq!(source.as_deref(), Some("text"));
 }

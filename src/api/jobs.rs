@@ -28,19 +28,20 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use utoipa::ToSchema;
 
+use super::attempt::Attempt;
 use super::auth::{authorize, Caller};
 use super::error::{ApiError, Code};
 use super::routes::{read_upload, upload_head, Upload};
 use super::AppState;
 use crate::config::{Config, Scope};
+use crate::jobs::nats::Nats;
+use crate::jobs::postgres::PgJobs;
 use crate::jobs::sqlite::SqliteJobs;
 use crate::jobs::webhook::{self, Sender};
 use crate::jobs::{
-    Claimed, DeadEvent, Event, Job, JobError, JobFailure, JobMeta, JobQueue, NewJob, Outbox,
-    Outcome, Resend, Status, Submitted,
+    Claimed, DeadEvent, Event, Job, JobError, JobFailure, JobMeta, JobQueue, JobResult, NewJob,
+    Outbox, Outcome, Resend, Status, Submitted,
 };
-use crate::pipeline::MemoMeta;
-use crate::result::MemoResult;
 
 type Shared = State<Arc<AppState>>;
 
@@ -59,6 +60,11 @@ pub struct JobStats {
     pub deduplicated: AtomicU64,
     /// Jobs with a worker now.
     pub running: AtomicUsize,
+    /// Scale-out: publishes to the job stream that failed or went unacknowledged (the job
+    /// stays stored; the sweeper publishes it again).
+    pub publish_failed: AtomicU64,
+    /// Scale-out: jobs the sweeper published again.
+    pub republished: AtomicU64,
 }
 
 /// The job store, the runner's and webhook sender's tasks (on a small runtime of their own, so
@@ -73,6 +79,11 @@ pub struct Jobs {
     /// Wakes the webhook sender (an event was stored).
     events: Arc<Notify>,
     webhook_on: bool,
+    /// Scale-out (`queue.url`): the stream accepted jobs are published to. `needtag worker`
+    /// processes run them (and deliver their webhooks); this service's runner does not run.
+    pub(super) nats: Option<Nats>,
+    /// Scale-out: the shared store (for the publish bookkeeping).
+    pg: Option<Arc<PgJobs>>,
     runtime: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
 }
 
@@ -102,6 +113,9 @@ impl Jobs {
     /// Open the job tables in `archive.path` (migrating them) and put the jobs a killed
     /// process left running back in the queue. The tasks start with [`Jobs::start`].
     pub fn open(cfg: &Config) -> Result<Jobs, String> {
+        if cfg.queue.nats().is_some() {
+            return Jobs::open_shared(cfg);
+        }
         let store = Arc::new(
             SqliteJobs::open(&cfg.archive.path).map_err(|e| format!("job database: {e}"))?,
         );
@@ -126,6 +140,45 @@ impl Jobs {
             work: Arc::default(),
             events: Arc::default(),
             webhook_on: cfg.webhook.url.as_deref().is_some_and(|u| !u.is_empty()),
+            nats: None,
+            pg: None,
+            runtime: std::sync::Mutex::new(Some(runtime)),
+        })
+    }
+
+    /// Scale-out: the jobs' tables in the PostgreSQL archive (`archive.url`) and the NATS
+    /// stream (`queue.url`), both reached before the service says it is ready.
+    fn open_shared(cfg: &Config) -> Result<Jobs, String> {
+        let url = cfg
+            .archive
+            .url
+            .as_deref()
+            .ok_or("queue.url needs archive.url (PostgreSQL)")?;
+        let pg = Arc::new(
+            PgJobs::open(url, webhook::lease_ms(&cfg.webhook))
+                .map_err(|e| format!("job database: {e}"))?,
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("jobs")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("jobs runtime: {e}"))?;
+        let nats = runtime
+            .block_on(Nats::connect(&cfg.queue))
+            .map_err(|e| format!("queue.url: {e}"))?;
+        tracing::info!(stream = %cfg.queue.stream, subject = %cfg.queue.subject,
+            "memo jobs go to NATS JetStream; `needtag worker` processes run them");
+        Ok(Jobs {
+            queue: pg.clone(),
+            outbox: pg.clone(),
+            stats: Arc::default(),
+            webhook_stats: Arc::default(),
+            work: Arc::default(),
+            events: Arc::default(),
+            webhook_on: cfg.webhook.url.as_deref().is_some_and(|u| !u.is_empty()),
+            nats: Some(nats),
+            pg: Some(pg),
             runtime: std::sync::Mutex::new(Some(runtime)),
         })
     }
@@ -136,6 +189,18 @@ impl Jobs {
         let Some(rt) = guard.as_ref() else {
             return Err("the jobs runtime has stopped".into());
         };
+        if let (Some(nats), Some(pg)) = (&self.nats, &self.pg) {
+            // The workers run the jobs and deliver their events; this replica publishes again
+            // what it stored but could not publish.
+            rt.spawn(sweeper(
+                nats.clone(),
+                pg.clone(),
+                self.stats.clone(),
+                Duration::from_secs(cfg.queue.sweep_every_s.max(1)),
+                cfg.jobs.retention_days,
+            ));
+            return Ok(());
+        }
         if let Some(sender) = Sender::new(
             &cfg.webhook,
             self.outbox.clone(),
@@ -151,6 +216,95 @@ impl Jobs {
     /// Fails when the job database cannot be reached.
     pub fn ping(&self) -> Result<(), JobError> {
         self.queue.ping()
+    }
+
+    /// Scale-out: fails when NATS cannot be reached (Ok without NATS).
+    pub async fn ping_queue(&self) -> Result<(), JobError> {
+        match &self.nats {
+            Some(n) => n.ping().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Scale-out: publish an accepted job's id and record the stream's acknowledgement. A
+    /// failure is logged and counted: the job stays stored, and the sweeper publishes it.
+    async fn publish(&self, job_id: &str) {
+        let (Some(nats), Some(pg)) = (&self.nats, &self.pg) else {
+            return;
+        };
+        match nats.publish(job_id).await {
+            Ok(()) => {
+                let pg = pg.clone();
+                let id = job_id.to_string();
+                if let Ok(Err(e)) =
+                    tokio::task::spawn_blocking(move || pg.mark_published(&id)).await
+                {
+                    tracing::warn!(job_id, "publish not recorded (the sweeper may publish it again; workers take it once): {e}");
+                }
+            }
+            Err(e) => {
+                self.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    job_id,
+                    "job stored but not published yet (the sweeper retries): {e}"
+                );
+            }
+        }
+    }
+}
+
+/// Scale-out: publish again, every `every`, the stored jobs whose publish failed; hourly,
+/// delete finished jobs past `retention_days` (0 keeps them).
+async fn sweeper(
+    nats: Nats,
+    pg: Arc<PgJobs>,
+    stats: Arc<JobStats>,
+    every: Duration,
+    retention_days: u32,
+) {
+    // Left alone while a request may still be publishing it.
+    let min_age_ms = (nats.config().publish_timeout_ms as i64).saturating_mul(2);
+    let mut next_purge = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        if retention_days > 0 && tokio::time::Instant::now() >= next_purge {
+            next_purge = tokio::time::Instant::now() + PURGE_EVERY;
+            let before = Utc::now() - chrono::Duration::days(i64::from(retention_days));
+            let store = pg.clone();
+            match tokio::task::spawn_blocking(move || store.purge(before)).await {
+                Ok(Ok(0)) | Err(_) => {}
+                Ok(Ok(n)) => tracing::info!(
+                    jobs = n,
+                    days = retention_days,
+                    "purged finished jobs past their retention"
+                ),
+                Ok(Err(e)) => tracing::warn!("job purge failed: {e}"),
+            }
+        }
+        let store = pg.clone();
+        let ids =
+            match tokio::task::spawn_blocking(move || store.unpublished(min_age_ms, 500)).await {
+                Ok(Ok(ids)) => ids,
+                Ok(Err(e)) => {
+                    tracing::warn!("sweeper: the job database: {e}");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+        for id in ids {
+            match nats.publish(&id).await {
+                Ok(()) => {
+                    stats.republished.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(job_id = %id, "stored job published by the sweeper");
+                    let store = pg.clone();
+                    let _ = tokio::task::spawn_blocking(move || store.mark_published(&id)).await;
+                }
+                Err(e) => {
+                    tracing::warn!("sweeper: NATS still refuses publishes: {e}");
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -242,32 +396,28 @@ async fn purge(state: &AppState) {
     }
 }
 
-/// What one attempt at a job came to.
-enum Attempt {
-    Finished(Outcome),
-    /// A failure on the server's side: worth another attempt.
-    Transient(String),
-}
-
 /// The result an earlier attempt archived under this job's memo id, if any.
-async fn archived(state: &AppState, memo_id: &str) -> Option<Box<MemoResult>> {
+async fn archived(state: &AppState, memo_id: &str) -> Option<JobResult> {
     let archive = state.loaded.get().and_then(|l| l.archive.clone())?;
     let id = memo_id.to_string();
     match archive.call(move |s| s.get(&id)).await {
         Ok(Some(m)) => match m.result {
-            Some(crate::archive::StoredResult::Audio(r)) => Some(r),
-            _ => None,
+            Some(crate::archive::StoredResult::Audio(r)) => Some(JobResult::Audio(r)),
+            Some(crate::archive::StoredResult::Text(r)) => Some(JobResult::Text(r)),
+            None => None,
         },
         _ => None,
     }
 }
 
 /// Store the result in the archive (waiting for the commit), unless it is there already.
-async fn archive_result(state: &AppState, result: &MemoResult, owner: &str) -> Result<(), String> {
+async fn archive_result(state: &AppState, result: &JobResult, job: &Claimed) -> Result<(), String> {
     let Some(archive) = state.loaded.get().and_then(|l| l.archive.clone()) else {
         return Ok(());
     };
-    let memo = crate::archive::NewMemo::audio(result, owner).map_err(|e| e.to_string())?;
+    let memo = result
+        .to_memo(&job.meta, &job.owner_name)
+        .map_err(|e| e.to_string())?;
     archive
         .call(move |s| {
             if s.get(&memo.memo_id)?.is_none() {
@@ -290,37 +440,17 @@ async fn attempt(state: &Arc<AppState>, job: &Claimed, audio: Vec<u8>) -> Attemp
     let Ok(loaded) = state.get() else {
         return Attempt::Transient("the service is stopping".into());
     };
-    let meta = MemoMeta {
-        memo_id: job.memo_id.clone(),
-        rep_id: job.meta.rep_id.clone(),
-        customer_id: job.meta.customer_id.clone(),
-        team: job.meta.team.clone(),
-        recorded_at: job.meta.recorded_at,
-        domain: job.meta.domain.clone(),
-    };
-    let timeout = Duration::from_secs(state.cfg.jobs.attempt_timeout_s.max(1));
-    let bytes = axum::body::Bytes::from(audio);
-    match loaded.pool.run_unslotted(bytes, meta, timeout).await {
-        Err(_) => Attempt::Transient("the attempt took longer than jobs.attempt_timeout_s".into()),
-        Ok(Ok(result)) => {
-            super::routes::record_stages(state, &result);
-            match archive_result(state, &result, &job.owner_name).await {
-                Ok(()) => Attempt::Finished(Outcome::Done(Box::new(result))),
+    match super::attempt::run(&state.cfg, &loaded.engine, &loaded.pool, job, audio).await {
+        Attempt::Finished(Outcome::Done(result)) => {
+            if let JobResult::Audio(r) = &result {
+                super::routes::record_stages(state, r);
+            }
+            match archive_result(state, &result, job).await {
+                Ok(()) => Attempt::Finished(Outcome::Done(result)),
                 Err(e) => Attempt::Transient(format!("the result could not be archived: {e}")),
             }
         }
-        Ok(Err(e)) => {
-            let api = ApiError::from(e);
-            if api.status().is_server_error() {
-                Attempt::Transient(format!("{}: {}", api.code, api.message))
-            } else {
-                // The upload's fault: another attempt would fail the same way.
-                Attempt::Finished(Outcome::Failed(JobFailure {
-                    code: api.code.as_str().to_string(),
-                    message: api.message,
-                }))
-            }
-        }
+        other => other,
     }
 }
 
@@ -441,8 +571,9 @@ fn accepted(job: &Job, replayed: bool) -> Response {
     params(("rep_id" = Option<String>, Query), ("customer_id" = Option<String>, Query), ("team" = Option<String>, Query), ("recorded_at" = Option<String>, Query, description = "RFC 3339"),
         ("domain" = Option<String>, Query, description = "the rep's industry, one of the library's domains"),
         ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key (and the same upload) returns the same job")),
-    request_body(description = "the same upload as POST /v1/memos: multipart/form-data with an `audio` field, or the audio itself with its content type", content_type = "multipart/form-data"),
-    responses((status = 202, description = "stored (committed to disk); poll status_url or wait for the webhook", body = Accepted),
+    request_body(description = "A voice memo: the same upload as POST /v1/memos (multipart/form-data with an `audio` field, or the audio itself with its audio/* content type). Or a text memo: the JSON body POST /v1/tag takes, with Content-Type application/json; its result is /v1/tag's.",
+        content((super::routes::TagRequest = "application/json"), (String = "multipart/form-data"), (Vec<u8> = "audio/*"))),
+    responses((status = 202, description = "stored (committed to disk, or to the shared PostgreSQL database when scaled out); poll status_url or wait for the webhook", body = Accepted),
         (status = 400, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 404, description = "jobs are off", body = super::error::ErrorBody),
         (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
         (status = 429, body = super::error::ErrorBody), (status = 503, description = "jobs.max_pending jobs wait already, or the job database is unreachable; see Retry-After", body = super::error::ErrorBody)),
@@ -456,6 +587,33 @@ pub async fn submit(State(state): Shared, req: Request) -> Response {
 async fn submit_inner(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
     let caller = authorize(&state.cfg.server.api_keys, req.headers(), Scope::Tag)?;
     let jobs = jobs_of(&state)?;
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| {
+            t.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if json {
+        // A text memo: the body /v1/tag takes.
+        let t = super::routes::read_text_job(&state, &caller, req).await?;
+        let new = NewJob {
+            job_id: crate::jobs::new_job_id(),
+            memo_id: crate::result::new_memo_id(),
+            owner: caller.id,
+            owner_name: caller.name.clone(),
+            idempotency_key: t.idem,
+            fingerprint: t.fp,
+            audio: Vec::new(),
+            meta: JobMeta {
+                text: Some(t.input),
+                ..t.meta
+            },
+        };
+        return store(&state, &jobs, &caller, new).await;
+    }
     let (query, idem) = upload_head(&state, &req)?;
     // The upload counts against the key's in-flight limit while it arrives.
     let counted = state.enter(&caller.id).ok_or_else(|| {
@@ -489,9 +647,20 @@ async fn submit_inner(state: Arc<AppState>, req: Request) -> Result<Response, Ap
             team: meta.team,
             recorded_at: meta.recorded_at,
             domain: meta.domain,
+            text: None,
         },
     };
     drop(bytes);
+    store(&state, &jobs, &caller, new).await
+}
+
+/// Store an accepted job (and, scaled out, publish it), then answer.
+async fn store(
+    state: &AppState,
+    jobs: &Arc<Jobs>,
+    caller: &Caller,
+    new: NewJob,
+) -> Result<Response, ApiError> {
     let (max, max_bytes) = (state.cfg.jobs.max_pending, state.cfg.jobs.max_pending_bytes);
     let queue = jobs.queue.clone();
     let submitted = tokio::task::spawn_blocking(move || queue.submit(new, max, max_bytes))
@@ -501,6 +670,9 @@ async fn submit_inner(state: Arc<AppState>, req: Request) -> Result<Response, Ap
     match submitted {
         Submitted::Created(job) => {
             jobs.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            // Committed: the job is durable. Scaled out, its id goes to the stream now (and
+            // by the sweeper if this publish fails).
+            jobs.publish(&job.job_id).await;
             jobs.work.notify_one();
             tracing::info!(job_id = %job.job_id, memo_id = %job.memo_id, caller = %caller.name, "job accepted");
             Ok(accepted(&job, false))
@@ -661,21 +833,89 @@ pub(super) fn gauges(state: &AppState) -> Vec<(&'static str, &'static str, f64)>
     let outbox = jobs.outbox.outbox_counts().unwrap_or_default();
     let (s, w) = (&jobs.stats, &jobs.webhook_stats);
     let n = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    // Scaled out, the workers redeliver and send: the shared database's counts stand in for
+    // this replica's own (kept jobs and events, not since start).
+    let shared = jobs.nats.is_some();
+    let redelivered = if shared {
+        counts.redelivered as f64
+    } else {
+        n(&s.redelivered)
+    };
+    let delivered = if shared {
+        outbox.delivered as f64
+    } else {
+        n(&w.delivered)
+    };
+    let done = if shared {
+        counts.done as f64
+    } else {
+        n(&s.done)
+    };
+    let failed = if shared {
+        counts.failed as f64
+    } else {
+        n(&s.failed)
+    };
+    let failures = if shared {
+        outbox.failed_attempts as f64
+    } else {
+        n(&w.failed_attempts)
+    };
     vec![
         ("needtag_jobs_queued", "Memo jobs stored and waiting for a worker.", counts.queued as f64),
         ("needtag_jobs_running", "Memo jobs a worker has taken.", counts.running as f64),
         ("needtag_jobs_oldest_queued_age_seconds", "How long the oldest queued job has waited.", counts.oldest_queued_s),
         ("needtag_jobs_pending_bytes", "Audio bytes held by queued and running jobs.", counts.pending_bytes as f64),
         ("needtag_jobs_accepted", "Jobs accepted since start.", n(&s.accepted)),
-        ("needtag_jobs_done", "Jobs finished with a result since start.", n(&s.done)),
-        ("needtag_jobs_failed", "Jobs finished with an error since start.", n(&s.failed)),
-        ("needtag_jobs_redelivered", "Job attempts beyond the first since start (after a restart or a server-side failure).", n(&s.redelivered)),
+        ("needtag_jobs_done", "Jobs finished with a result since start (scaled out: those kept in the shared database).", done),
+        ("needtag_jobs_failed", "Jobs finished with an error since start (scaled out: those kept in the shared database).", failed),
+        ("needtag_jobs_redelivered", "Job attempts beyond the first since start (after a restart or a server-side failure).", redelivered),
         ("needtag_jobs_deduplicated", "Jobs whose result an interrupted attempt had archived already (not transcribed again).", n(&s.deduplicated)),
+        ("needtag_jobs_publish_failed", "Scaled out: job publishes to NATS that failed since start (the job stays stored; the sweeper publishes it).", n(&s.publish_failed)),
+        ("needtag_jobs_republished", "Scaled out: stored jobs the sweeper published since start.", n(&s.republished)),
         ("needtag_webhook_pending", "Webhook events waiting for delivery or a retry.", outbox.pending as f64),
         ("needtag_webhook_dead", "Webhook events parked after their last attempt.", outbox.dead as f64),
-        ("needtag_webhook_delivered", "Webhook events delivered since start.", n(&w.delivered)),
-        ("needtag_webhook_failures", "Failed webhook attempts (error status, timeout, no connection) since start.", n(&w.failed_attempts)),
+        ("needtag_webhook_delivered", "Webhook events delivered since start.", delivered),
+        ("needtag_webhook_failures", "Failed webhook attempts (error status, timeout, no connection) since start.", failures),
         ("needtag_webhook_retries", "Webhook attempts beyond an event's first since start.", n(&w.retries)),
         ("needtag_webhook_parked", "Webhook events parked as dead since start.", n(&w.dead)),
+    ]
+}
+
+/// Scaled out: the stream's and the consumer's gauges (empty without NATS, or when NATS does
+/// not answer: `needtag_queue_up` says which).
+pub(super) async fn queue_gauges(state: &AppState) -> Vec<(&'static str, &'static str, f64)> {
+    let Some(jobs) = state.loaded.get().and_then(|l| l.jobs.clone()) else {
+        return Vec::new();
+    };
+    let Some(nats) = &jobs.nats else {
+        return Vec::new();
+    };
+    let depth = tokio::time::timeout(Duration::from_secs(2), nats.depth()).await;
+    let Ok(Ok(d)) = depth else {
+        return vec![("needtag_queue_up", "1 when NATS answered this scrape.", 0.0)];
+    };
+    vec![
+        ("needtag_queue_up", "1 when NATS answered this scrape.", 1.0),
+        (
+            "needtag_queue_pending",
+            "Job ids in the stream not yet delivered to a worker (queue depth).",
+            d.pending as f64,
+        ),
+        (
+            "needtag_queue_ack_pending",
+            "Job ids delivered to a worker and not acknowledged yet.",
+            d.ack_pending as f64,
+        ),
+        (
+            "needtag_queue_redelivered",
+            "Unacknowledged job ids delivered more than once (a worker died or gave one back).",
+            d.redelivered as f64,
+        ),
+        (
+            "needtag_queue_dead",
+            "Job ids in the dead-letter stream (failed after their last allowed delivery).",
+            d.dead as f64,
+        ),
     ]
 }

@@ -2,6 +2,7 @@
 //! metrics, OpenAPI and graceful shutdown. No pipeline logic lives here: handlers call
 //! [`crate::pipeline::Engine`].
 
+pub mod attempt;
 mod auth;
 mod body;
 mod conn;

@@ -494,6 +494,66 @@ async fn tag_one(
     Ok((result, record))
 }
 
+/// A text job (`POST /v1/jobs` with the JSON `/v1/tag` takes), read and checked as `/v1/tag`
+/// checks it: its input, metadata, request fingerprint and `Idempotency-Key`.
+pub(super) struct TextJob {
+    pub input: crate::jobs::TextInput,
+    pub meta: crate::jobs::JobMeta,
+    pub fp: [u8; 32],
+    pub idem: Option<String>,
+}
+
+pub(super) async fn read_text_job(
+    state: &AppState,
+    caller: &Caller,
+    req: axum::extract::Request,
+) -> Result<TextJob, ApiError> {
+    let (parts, body) = req.into_parts();
+    let idem = idempotency_key(&parts.headers)?;
+    let bytes = body::read(body, &parts.headers, TAG_BODY_LIMIT, pace(state)).await?;
+    let req: TagRequest = json(&bytes)?;
+    let recorded_at = parse_time("recorded_at", req.recorded_at.as_deref())?;
+    let meta = checked_meta(
+        TextMeta {
+            rep_id: req.rep_id,
+            customer_id: req.customer_id,
+            team: req.team,
+            domain: req.domain,
+        },
+        recorded_at,
+    )?;
+    // What the engine would refuse is refused now, as /v1/tag does.
+    let text = req.text.trim();
+    if text.is_empty() {
+        return Err(crate::Error::InvalidInput("text is empty".into()).into());
+    }
+    let chars = text.chars().count();
+    if chars > state.cfg.server.max_text_chars {
+        return Err(crate::Error::TextTooLong {
+            chars,
+            limit: state.cfg.server.max_text_chars,
+        }
+        .into());
+    }
+    Ok(TextJob {
+        input: crate::jobs::TextInput {
+            text: req.text,
+            hybrid: req.mode == Mode::Hybrid,
+            explain: req.explain,
+        },
+        meta: crate::jobs::JobMeta {
+            rep_id: meta.rep_id,
+            customer_id: meta.customer_id,
+            team: meta.team,
+            recorded_at,
+            domain: meta.domain,
+            text: None,
+        },
+        fp: fingerprint("jobs-text", caller, &[&bytes]),
+        idem,
+    })
+}
+
 /// Tag a text the CRM already has.
 #[utoipa::path(post, path = "/v1/tag", tag = "tagging", request_body = TagRequest,
     params(("Idempotency-Key" = Option<String>, Header)),
@@ -999,6 +1059,15 @@ pub async fn readyz(State(state): Shared) -> Response {
                 .retry_after(5)
                 .into_response();
         }
+        // Scaled out, accepted jobs are published to NATS: without it, not ready either.
+        if let Some(jobs) = loaded.jobs.clone() {
+            if let Err(e) = jobs.ping_queue().await {
+                tracing::error!("readiness: {e}");
+                return ApiError::new(Code::NotReady, "the job queue (NATS) cannot be reached")
+                    .retry_after(5)
+                    .into_response();
+            }
+        }
     }
     Json(Ready {
         ready: true,
@@ -1027,9 +1096,10 @@ pub async fn metrics(State(state): Shared) -> Response {
     };
     use std::sync::atomic::Ordering::Relaxed;
     let st = state.clone();
-    let jobs = blocking(move || super::jobs::gauges(&st))
+    let mut jobs = blocking(move || super::jobs::gauges(&st))
         .await
         .unwrap_or_default();
+    jobs.extend(super::jobs::queue_gauges(&state).await);
     let mut gauges = vec![
         (
             "needtag_up",

@@ -833,4 +833,4 @@ pub fn parse_bound(s: &str, end: bool) -> Option<DateTime<FixedOffset>> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

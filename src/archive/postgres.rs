@@ -554,85 +554,86 @@ fn review_mark(memo_id: &str, row: &Row, first: usize) -> Result<ReviewMark> {
     })
 }
 
-impl Store for Postgres {
-    fn store(&mut self, memos: &[NewMemo]) -> Result<()> {
-        let mut tx = self.client()?.transaction()?;
-        let memo = tx.prepare(
+/// Store `memos` (with their tags, audio, rollups and customers' latest memo) in `tx`, which
+/// the caller commits: the archive's own writer, or a job's worker storing a job's memo with
+/// its end and webhook event in one transaction (`jobs::postgres`).
+pub(crate) fn store_in(tx: &mut ::postgres::Transaction<'_>, memos: &[NewMemo]) -> Result<()> {
+    let memo = tx.prepare(
             "INSERT INTO memos (memo_id, source, rep_id, customer_id, team, domain, recorded_at,
                 recorded_ms, stored_at, stored_ms, stored_by, text, library_version, need_count,
                 vague, high_value, total_ms, result, high_actions)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
              RETURNING seq",
         )?;
-        let tag = tx.prepare(
+    let tag = tx.prepare(
             "INSERT INTO memo_tags (memo_id, kind, tag, seq) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         )?;
-        let mut rollup = Rollup::default();
-        // (customer, seq, memo, recorded_at, recorded_ms)
-        let mut latest: Vec<(&str, i64, &NewMemo, String, i64)> = Vec::new();
-        for m in memos {
-            let (recorded_at, recorded_ms) = recorded(m);
-            rollup.add(
-                Tally {
-                    recorded_at: &recorded_at,
-                    group: [&m.meta.rep_id, &m.meta.team, &m.meta.domain],
-                    vague: m.vague,
-                    needs: &m.needs,
-                    actions: &m.actions,
-                    high_actions: m.high_value_actions as i64,
-                },
-                1,
-            );
-            let seq: i64 = tx
-                .query_one(
-                    &memo,
-                    &[
-                        &m.memo_id,
-                        &m.source.as_str(),
-                        &m.meta.rep_id,
-                        &m.meta.customer_id,
-                        &m.meta.team,
-                        &m.meta.domain,
-                        &recorded_at,
-                        &recorded_ms,
-                        &m.stored_at.to_rfc3339(),
-                        &m.stored_at.timestamp_millis(),
-                        &m.stored_by,
-                        &m.text,
-                        &m.library_version,
-                        &(m.needs.len() as i32),
-                        &m.vague,
-                        &m.high_value,
-                        &m.total_ms,
-                        &m.result,
-                        &(m.high_value_actions as i32),
-                    ],
-                )?
-                .get(0);
-            for (kind, tags) in [
-                ("need", &m.needs),
-                ("action", &m.actions),
-                ("ruled_out", &m.ruled_out),
-            ] {
-                for t in tags {
-                    tx.execute(&tag, &[&m.memo_id, &kind, t, &seq])?;
-                }
+    let mut rollup = Rollup::default();
+    // (customer, seq, memo, recorded_at, recorded_ms)
+    let mut latest: Vec<(&str, i64, &NewMemo, String, i64)> = Vec::new();
+    for m in memos {
+        let (recorded_at, recorded_ms) = recorded(m);
+        rollup.add(
+            Tally {
+                recorded_at: &recorded_at,
+                group: [&m.meta.rep_id, &m.meta.team, &m.meta.domain],
+                vague: m.vague,
+                needs: &m.needs,
+                actions: &m.actions,
+                high_actions: m.high_value_actions as i64,
+            },
+            1,
+        );
+        let seq: i64 = tx
+            .query_one(
+                &memo,
+                &[
+                    &m.memo_id,
+                    &m.source.as_str(),
+                    &m.meta.rep_id,
+                    &m.meta.customer_id,
+                    &m.meta.team,
+                    &m.meta.domain,
+                    &recorded_at,
+                    &recorded_ms,
+                    &m.stored_at.to_rfc3339(),
+                    &m.stored_at.timestamp_millis(),
+                    &m.stored_by,
+                    &m.text,
+                    &m.library_version,
+                    &(m.needs.len() as i32),
+                    &m.vague,
+                    &m.high_value,
+                    &m.total_ms,
+                    &m.result,
+                    &(m.high_value_actions as i32),
+                ],
+            )?
+            .get(0);
+        for (kind, tags) in [
+            ("need", &m.needs),
+            ("action", &m.actions),
+            ("ruled_out", &m.ruled_out),
+        ] {
+            for t in tags {
+                tx.execute(&tag, &[&m.memo_id, &kind, t, &seq])?;
             }
-            if let Some(c) = &m.meta.customer_id {
-                latest.push((c, seq, m, recorded_at, recorded_ms));
-            }
-            if let Some(a) = &m.audio {
-                tx.execute(
+        }
+        if let Some(c) = &m.meta.customer_id {
+            latest.push((c, seq, m, recorded_at, recorded_ms));
+        }
+        if let Some(a) = &m.audio {
+            tx.execute(
                     "INSERT INTO memo_audio (memo_id, content_type, stored_ms, audio) VALUES ($1, $2, $3, $4)",
                     &[&m.memo_id, &a.content_type, &m.stored_at.timestamp_millis(), &&a.bytes[..]],
                 )?;
-            }
         }
-        apply(&mut tx, rollup)?;
-        // Rows are taken in one order (rollups, then customers by id) by every writer, so two
-        // replicas never wait on each other in a circle.
-        latest.sort_by(|a, b| a.0.cmp(b.0));
-        let upsert = tx.prepare(
+    }
+    apply(tx, rollup)?;
+    // Rows are taken in one order (rollups, then customers by id) by every writer, so two
+    // replicas never wait on each other in a circle.
+    latest.sort_by(|a, b| a.0.cmp(b.0));
+    let upsert = tx.prepare(
             "INSERT INTO customer_last (customer_id, memo_id, recorded_ms, recorded_at, rep_id, team, domain, needs, seq)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (customer_id) DO UPDATE SET memo_id = EXCLUDED.memo_id,
@@ -641,22 +642,29 @@ impl Store for Postgres {
                 needs = EXCLUDED.needs, seq = EXCLUDED.seq
              WHERE (EXCLUDED.recorded_ms, EXCLUDED.seq) > (customer_last.recorded_ms, customer_last.seq)",
         )?;
-        for (c, seq, m, recorded_at, recorded_ms) in &latest {
-            tx.execute(
-                &upsert,
-                &[
-                    c,
-                    &m.memo_id,
-                    recorded_ms,
-                    recorded_at,
-                    &m.meta.rep_id,
-                    &m.meta.team,
-                    &m.meta.domain,
-                    &need_list(&m.needs),
-                    seq,
-                ],
-            )?;
-        }
+    for (c, seq, m, recorded_at, recorded_ms) in &latest {
+        tx.execute(
+            &upsert,
+            &[
+                c,
+                &m.memo_id,
+                recorded_ms,
+                recorded_at,
+                &m.meta.rep_id,
+                &m.meta.team,
+                &m.meta.domain,
+                &need_list(&m.needs),
+                seq,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+impl Store for Postgres {
+    fn store(&mut self, memos: &[NewMemo]) -> Result<()> {
+        let mut tx = self.client()?.transaction()?;
+        store_in(&mut tx, memos)?;
         tx.commit()?;
         Ok(())
     }

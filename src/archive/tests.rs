@@ -3,7 +3,7 @@ use super::sqlite::Sqlite;
 use super::*;
 
 #[path = "../../tests/common/postgres.rs"]
-mod pg_server;
+pub(crate) mod pg_server;
 
 /// A store under test, and a way to ask its database a question the interface has no method
 /// for.

@@ -10,6 +10,8 @@
 //! What runs the jobs (the service's transcription workers) lives in the API
 //! (`api::jobs`); what delivers the events is [`webhook`].
 
+pub mod nats;
+pub mod postgres;
 pub mod sqlite;
 pub mod webhook;
 
@@ -17,12 +19,18 @@ use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::result::MemoResult;
+use crate::result::{MemoResult, TextResult};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error("the job database failed: {0}")]
     Database(#[from] rusqlite::Error),
+    #[error("the job database failed: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    #[error("the job queue (NATS) failed: {0}")]
+    Queue(String),
+    #[error("the job's memo could not be archived: {0}")]
+    Archive(String),
     #[error("the job database at {path}: {message}")]
     Open { path: String, message: String },
     #[error("a stored job could not be read back: {0}")]
@@ -76,6 +84,51 @@ pub struct JobMeta {
     pub team: Option<String>,
     pub recorded_at: Option<DateTime<FixedOffset>>,
     pub domain: Option<String>,
+    /// A text job (`POST /v1/jobs` with the JSON `/v1/tag` takes): its text and how to tag it.
+    /// None for a voice memo, whose bytes are the job's audio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextInput>,
+}
+
+/// What a text job tags.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TextInput {
+    pub text: String,
+    /// Keywords and sentence embeddings (true, the default) or keywords only.
+    pub hybrid: bool,
+    pub explain: bool,
+}
+
+/// A finished job's result: a voice memo's (`/v1/memos`'s answer) or a text's (`/v1/tag`'s).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum JobResult {
+    Audio(Box<MemoResult>),
+    Text(Box<TextResult>),
+}
+
+impl JobResult {
+    /// The archive's record of this result.
+    pub fn to_memo(
+        &self,
+        meta: &JobMeta,
+        owner: &str,
+    ) -> serde_json::Result<crate::archive::NewMemo> {
+        match self {
+            JobResult::Audio(r) => crate::archive::NewMemo::audio(r, owner),
+            JobResult::Text(r) => crate::archive::NewMemo::text(
+                r,
+                crate::archive::Meta {
+                    rep_id: meta.rep_id.clone(),
+                    customer_id: meta.customer_id.clone(),
+                    team: meta.team.clone(),
+                    domain: meta.domain.clone(),
+                    recorded_at: meta.recorded_at,
+                },
+                owner,
+            ),
+        }
+    }
 }
 
 /// A job to store.
@@ -141,7 +194,7 @@ pub struct Job {
     /// Times a worker took it (more than 1 after a restart or a server-side failure).
     pub attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<Box<MemoResult>>,
+    pub result: Option<JobResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<JobFailure>,
     #[serde(skip)]
@@ -166,7 +219,7 @@ pub struct Claimed {
 /// How a job ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Done(Box<MemoResult>),
+    Done(JobResult),
     Failed(JobFailure),
 }
 
@@ -188,6 +241,9 @@ pub struct Counts {
     /// Seconds the oldest queued job has waited (0 when none waits).
     pub oldest_queued_s: f64,
     pub pending_bytes: u64,
+    /// Deliveries beyond the first of the jobs still kept (shared store only; the embedded
+    /// service counts its own).
+    pub redelivered: u64,
 }
 
 /// The durable job queue.
@@ -246,6 +302,9 @@ pub struct OutboxCounts {
     pub pending: u64,
     pub delivered: u64,
     pub dead: u64,
+    /// Failed attempts of the events still kept (shared store only; the embedded service
+    /// counts its own).
+    pub failed_attempts: u64,
 }
 
 /// The durable webhook outbox.
@@ -311,7 +370,7 @@ pub struct Event {
     /// Attempts the job took.
     pub attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<Box<MemoResult>>,
+    pub result: Option<JobResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<JobFailure>,
 }

@@ -11,10 +11,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
     from_millis, millis, rfc3339, Claimed, Counts, DeadEvent, Delivery, Job, JobError, JobFailure,
-    JobMeta, JobQueue, NewEvent, NewJob, Outbox, OutboxCounts, Outcome, Resend, Result, Status,
-    Submitted,
+    JobMeta, JobQueue, JobResult, NewEvent, NewJob, Outbox, OutboxCounts, Outcome, Resend, Result,
+    Status, Submitted,
 };
-use crate::result::MemoResult;
 
 /// The jobs' schema, one migration per entry, applied in order and recorded in
 /// `jobs_schema_migrations` (never in the archive's `schema_migrations`).
@@ -163,11 +162,9 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     let started: Option<i64> = r.get(4)?;
     let finished: Option<i64> = r.get(5)?;
     let result = match result {
-        Some(json) => Some(Box::new(
-            serde_json::from_str::<MemoResult>(&json).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, e.into())
-            })?,
-        )),
+        Some(json) => Some(serde_json::from_str::<JobResult>(&json).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, e.into())
+        })?),
         None => None,
     };
     Ok(Job {

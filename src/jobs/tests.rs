@@ -177,7 +177,8 @@ fn outbox_retries_parks_and_resends() {
         OutboxCounts {
             pending: 0,
             delivered: 1,
-            dead: 0
+            dead: 0,
+            failed_attempts: 0,
         }
     );
     assert_eq!(db.purge(Utc::now() + Duration::days(1)).unwrap(), 1);
@@ -245,4 +246,88 @@ fn backoff_doubles_up_to_its_cap_with_jitter_in_the_upper_half() {
         let capped = backoff(&cfg, 40).as_millis();
         assert!((5000..=10_000).contains(&capped), "{capped}");
     }
+}
+
+// The archive's tests hold the PostgreSQL test server (one per test binary).
+use crate::archive::tests::pg_server;
+
+#[test]
+fn the_shared_store_ends_a_job_once_and_leases_its_event_to_one_sender() {
+    let Some(pg) = pg_server::PgServer::database("jobs_shared") else {
+        return;
+    };
+    use super::postgres::{Claim, PgJobs};
+    let db = PgJobs::open(&pg.url, 60_000).unwrap();
+    assert_eq!(db.version().unwrap(), 1);
+    // A second replica starting on the same database finds nothing to migrate.
+    let other = PgJobs::open(&pg.url, 60_000).unwrap();
+    let job = created(
+        db.submit(new_job(1, Some("k"), 7, b"RIFF"), 10, 1 << 20)
+            .unwrap(),
+    );
+    assert!(matches!(
+        other.submit(new_job(1, Some("k"), 7, b"RIFF"), 10, 1 << 20).unwrap(),
+        Submitted::Existing(j) if j.job_id == job.job_id
+    ));
+    assert!(matches!(
+        other
+            .submit(new_job(1, Some("k"), 8, b"RIFF"), 10, 1 << 20)
+            .unwrap(),
+        Submitted::KeyReused
+    ));
+    assert!(matches!(
+        db.submit(new_job(2, None, 1, b"RIFF"), 1, 1 << 20).unwrap(),
+        Submitted::Full
+    ));
+    assert_eq!(db.unpublished(-1000, 10).unwrap(), vec![job.job_id.clone()]);
+    db.mark_published(&job.job_id).unwrap();
+    assert!(db.unpublished(-1000, 10).unwrap().is_empty());
+
+    // Two workers got the same job (a redelivery): both run it, one end is kept.
+    let Claim::Run(a) = db.claim_id(&job.job_id, "host-a:1").unwrap() else {
+        panic!("not claimed")
+    };
+    let Claim::Run(b) = other.claim_id(&job.job_id, "host-b:2").unwrap() else {
+        panic!("not claimed again")
+    };
+    assert_eq!((a.attempts, b.attempts), (1, 2));
+    assert_eq!(a.audio, b"RIFF");
+    let event = |c: &Claimed| Event::of(c, &failure(), Utc::now()).to_new().unwrap();
+    assert!(db
+        .complete(&b, &failure(), Utc::now(), Some(&event(&b)))
+        .unwrap());
+    assert!(!other
+        .complete(&a, &failure(), Utc::now(), Some(&event(&a)))
+        .unwrap());
+    assert!(matches!(
+        db.claim_id(&job.job_id, "host-c:3").unwrap(),
+        Claim::Finished
+    ));
+    assert!(matches!(
+        db.claim_id("job_none", "host-c:3").unwrap(),
+        Claim::Unknown
+    ));
+    let view = db.get(&job.job_id).unwrap().unwrap();
+    assert_eq!(view.status, Status::Failed);
+    assert_eq!(view.attempts, 2);
+    assert_eq!(view.error.unwrap().code, "corrupt_audio");
+
+    // One event; the first sender leases it, the second finds nothing due.
+    let due = db.due(Utc::now(), 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert!(other.due(Utc::now(), 10).unwrap().is_empty());
+    db.attempt_failed(&due[0].event_id, "HTTP 500", Some(Utc::now()))
+        .unwrap();
+    let again = other.due(Utc::now(), 10).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 1);
+    other.delivered(&again[0].event_id, 200).unwrap();
+    let c = db.outbox_counts().unwrap();
+    assert_eq!(
+        (c.pending, c.delivered, c.dead, c.failed_attempts),
+        (0, 1, 0, 1)
+    );
+    assert_eq!(db.counts().unwrap().redelivered, 1);
+    db.ping().unwrap();
+    assert_eq!(db.purge(Utc::now() + Duration::days(1)).unwrap(), 1);
 }

@@ -88,6 +88,13 @@ pub fn backoff(cfg: &WebhookConfig, failed: u32) -> Duration {
     Duration::from_millis(full / 2 + fastrand::u64(0..=full - full / 2))
 }
 
+/// How long an event handed to a sender stays with it in a shared outbox (ms): twice its
+/// attempt's timeout and 5 s, so that another sender takes it only once this one has given up
+/// (or died: then the event waits this long).
+pub fn lease_ms(cfg: &WebhookConfig) -> u64 {
+    cfg.timeout_ms.saturating_mul(2).saturating_add(5_000)
+}
+
 /// Counters for `/metrics`, since start.
 #[derive(Debug, Default)]
 pub struct Stats {
