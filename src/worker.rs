@@ -159,6 +159,7 @@ pub fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> 
             stats: Stats::default(),
         });
         tokio::spawn(advisories(ctx.clone()));
+        tokio::spawn(strays(ctx.clone()));
         tokio::spawn(report(ctx.clone(), webhook_stats.clone()));
         tracing::info!(worker = %ctx.name, workers = ctx.cfg.server.workers, stream = %ctx.cfg.queue.stream,
             consumer = %ctx.cfg.queue.consumer, load_ms = started.elapsed().as_millis() as u64, "needtag worker is ready");
@@ -302,11 +303,17 @@ async fn handle(
     // Keeps the delivery while the attempt runs.
     let beat = Duration::from_secs((ctx.cfg.queue.ack_wait_s / 3).max(1));
     let keep = msg.clone();
+    let (pg, id) = (ctx.pg.clone(), job_id.clone());
     let progress = tokio::spawn(async move {
         loop {
             tokio::time::sleep(beat).await;
             if let Err(e) = keep.ack_with(AckKind::Progress).await {
                 tracing::warn!("in-progress acknowledgement not sent: {e}");
+            }
+            // And in the database, so that a job whose worker died is told from a long one.
+            let (pg, id) = (pg.clone(), id.clone());
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || pg.alive(&id)).await {
+                tracing::warn!("the job's alive time not recorded: {e}");
             }
         }
     });
@@ -481,6 +488,81 @@ async fn advisories(ctx: Arc<Ctx>) {
             }
         }
         ctx.nats.remove(seq).await;
+    }
+}
+
+/// Jobs left `running` by a worker that died with no delivery of their message to take them
+/// again: the advisory of their last delivery came while no worker listened, or the message
+/// was lost. Every `ack_wait_s`, once this worker has run for two of them (so that a delivery
+/// still due has had its time), a running job whose worker has not said it was alive for two
+/// `ack_wait_s` (it acknowledges progress every third) is failed and dead-lettered when it had
+/// its `max_deliver` attempts, and queued and published again otherwise. Several workers may
+/// find the same job: its end is recorded once, and a second run of a requeued job is stored
+/// once.
+async fn strays(ctx: Arc<Ctx>) {
+    let wait = Duration::from_secs(ctx.cfg.queue.ack_wait_s.max(1));
+    tokio::time::sleep(wait * 2).await;
+    loop {
+        let before = crate::jobs::millis(Utc::now()) - 2 * wait.as_millis() as i64;
+        let pg = ctx.pg.clone();
+        let found = tokio::task::spawn_blocking(move || pg.stranded(before, 100))
+            .await
+            .map_err(blocking_err)
+            .and_then(|r| r);
+        match found {
+            Err(e) => tracing::warn!("stranded jobs not looked for: {e}"),
+            Ok(jobs) => {
+                for (job_id, attempts) in jobs {
+                    stray(&ctx, &job_id, attempts, before).await;
+                }
+            }
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn stray(ctx: &Ctx, job_id: &str, attempts: i32, before: i64) {
+    if i64::from(attempts) >= ctx.cfg.queue.max_deliver {
+        let pg = ctx.pg.clone();
+        let id = job_id.to_string();
+        let open = tokio::task::spawn_blocking(move || pg.open_job(&id))
+            .await
+            .map_err(blocking_err)
+            .and_then(|r| r);
+        if let Ok(Some(job)) = open {
+            tracing::error!(
+                job_id,
+                attempts,
+                "job left running by a worker that stopped, after queue.max_deliver attempts; failed"
+            );
+            end(ctx, &job, exhausted(i64::from(attempts)), true).await;
+        }
+        return;
+    }
+    let pg = ctx.pg.clone();
+    let id = job_id.to_string();
+    let requeued = tokio::task::spawn_blocking(move || pg.requeue_stranded(&id, before))
+        .await
+        .map_err(blocking_err)
+        .and_then(|r| r);
+    match requeued {
+        Ok(true) => {
+            tracing::warn!(
+                job_id,
+                attempts,
+                "job left running by a worker that stopped; queued and published again"
+            );
+            match ctx.nats.republish(job_id, attempts).await {
+                Ok(()) => {
+                    let (pg, id) = (ctx.pg.clone(), job_id.to_string());
+                    let _ = tokio::task::spawn_blocking(move || pg.mark_published(&id)).await;
+                }
+                // Left unpublished: the replicas' sweeper publishes it.
+                Err(e) => tracing::warn!(job_id, "stranded job not published again: {e}"),
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(job_id, "stranded job not requeued: {e}"),
     }
 }
 

@@ -824,6 +824,68 @@ async fn corrupt_audio_fails_once_and_a_job_past_max_deliver_is_dead_lettered() 
     let text = metrics(&base).await;
     assert_eq!(metric(&text, "needtag_queue_dead"), Some(1.0), "{text}");
 
+    // A job whose worker dies on its last delivery while no other worker runs, and whose
+    // message is then lost (the stream purged): no delivery and no advisory will come. A
+    // worker started later finds it left running and ends it.
+    let (code, v) = submit_audio(&base, AUDIO[2]).await;
+    assert_eq!(code, 202, "{v}");
+    let stranded = v["job_id"].as_str().unwrap().to_string();
+    let id = stranded.clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let id = id.clone();
+        let running: bool = pg(&url, move |c| {
+            c.query_opt(
+                "SELECT 1 FROM jobs WHERE job_id = $1 AND status = 'running'",
+                &[&id],
+            )
+            .unwrap()
+            .is_some()
+        })
+        .await;
+        if running {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for w in &mut st.workers {
+        w.kill();
+    }
+    js.get_stream("NEEDTAG_JOBS")
+        .await
+        .unwrap()
+        .purge()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let v = job(&base, &stranded).await;
+    assert_eq!(v["status"], "running", "no worker runs: {v}");
+    let (w, _) = start(
+        &st.config,
+        &st.dir.join("worker-late.log"),
+        "worker",
+        "needtag worker ready",
+        "needtag worker",
+    );
+    st.workers = vec![w];
+    // Two ack_wait of its own run, then a look every ack_wait.
+    wait_ended(
+        &url,
+        std::slice::from_ref(&stranded),
+        Duration::from_secs(60),
+    )
+    .await;
+    let v = job(&base, &stranded).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["error"]["code"], "internal", "{v}");
+    assert_eq!(dead.get_info().await.unwrap().state.messages, 2);
+    let log = std::fs::read_to_string(st.dir.join("worker-late.log")).unwrap();
+    assert!(
+        log.contains("job left running by a worker that stopped"),
+        "ended by the late worker's look for stranded jobs: {log}"
+    );
+
     // Every job got its webhook event, the failed ones as job.failed.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -832,9 +894,10 @@ async fn corrupt_audio_fails_once_and_a_job_past_max_deliver_is_dead_lettered() 
             .iter()
             .map(|r| (r.job_id.clone(), r.status.clone()))
             .collect();
-        if jobs.len() == 3 {
+        if jobs.len() == 4 {
             assert_eq!(jobs[&corrupt], "failed");
             assert_eq!(jobs[&doomed], "failed");
+            assert_eq!(jobs[&stranded], "failed");
             assert_eq!(jobs[&text_job], "done");
             break;
         }

@@ -140,9 +140,24 @@ impl Nats {
         self.publish_to(&self.cfg.dead_subject, job_id).await
     }
 
+    /// Publish a stranded job's id again (see `worker::strays`): a message id of its own, so
+    /// the stream's de-duplication of the first publish does not swallow it.
+    pub async fn republish(&self, job_id: &str, attempts: i32) -> Result<()> {
+        self.publish_with_id(
+            &self.cfg.subject,
+            job_id,
+            &format!("{job_id}:again{attempts}"),
+        )
+        .await
+    }
+
     async fn publish_to(&self, subject: &str, job_id: &str) -> Result<()> {
+        self.publish_with_id(subject, job_id, job_id).await
+    }
+
+    async fn publish_with_id(&self, subject: &str, job_id: &str, msg_id: &str) -> Result<()> {
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, job_id);
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
         let wait = Duration::from_millis(self.cfg.publish_timeout_ms.max(100));
         let publish = async {
             self.js

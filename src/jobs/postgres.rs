@@ -32,10 +32,11 @@ use crate::archive::postgres::redact_url;
 
 /// The jobs' schema for PostgreSQL, applied in order and recorded in
 /// `jobs_schema_migrations`.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "jobs and webhook events, shared by replicas and workers",
-    "CREATE TABLE jobs (
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "jobs and webhook events, shared by replicas and workers",
+        "CREATE TABLE jobs (
         job_id TEXT PRIMARY KEY,
         memo_id TEXT NOT NULL UNIQUE,
         owner BYTEA NOT NULL,
@@ -73,7 +74,13 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
         delivered_ms BIGINT
     );
     CREATE INDEX webhook_events_due ON webhook_events (state, next_ms);",
-)];
+    ),
+    (
+        2,
+        "when a running job's worker last said it was alive",
+        "ALTER TABLE jobs ADD COLUMN alive_ms BIGINT;",
+    ),
+];
 
 /// The advisory lock taken while migrating the jobs' track ("ntjobs01" in ASCII); the
 /// archive's is another.
@@ -343,7 +350,7 @@ impl PgJobs {
         let row = c.query_opt(
             &format!(
                 "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_ms = $2,
-                    worker = $3, published = TRUE
+                    alive_ms = $2, worker = $3, published = TRUE
                  WHERE job_id = $1 AND status IN ('queued', 'running')
                  RETURNING {CLAIMED_COLUMNS}"
             ),
@@ -358,6 +365,43 @@ impl PgJobs {
         } else {
             Claim::Unknown
         })
+    }
+
+    /// The worker running `job_id` is alive (with each in-progress acknowledgement).
+    pub fn alive(&self, job_id: &str) -> Result<()> {
+        self.conn()?.get().execute(
+            "UPDATE jobs SET alive_ms = $2 WHERE job_id = $1 AND status = 'running'",
+            &[&job_id, &millis(Utc::now())],
+        )?;
+        Ok(())
+    }
+
+    /// Running jobs whose worker has not said it was alive since `before_ms` (it died, and no
+    /// delivery of the job's message took it since), with their attempts so far.
+    pub fn stranded(&self, before_ms: i64, limit: i64) -> Result<Vec<(String, i32)>> {
+        Ok(self
+            .conn()?
+            .get()
+            .query(
+                "SELECT job_id, attempts FROM jobs WHERE status = 'running'
+                   AND COALESCE(alive_ms, started_ms, created_ms) < $1
+                 ORDER BY created_ms LIMIT $2",
+                &[&before_ms, &limit],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    /// Put a stranded job back to `queued` and not published, unless a worker took it
+    /// meanwhile (true when it did go back).
+    pub fn requeue_stranded(&self, job_id: &str, before_ms: i64) -> Result<bool> {
+        Ok(self.conn()?.get().execute(
+            "UPDATE jobs SET status = 'queued', worker = NULL, published = FALSE
+             WHERE job_id = $1 AND status = 'running'
+               AND COALESCE(alive_ms, started_ms, created_ms) < $2",
+            &[&job_id, &before_ms],
+        )? == 1)
     }
 
     /// Put a job a worker gave up (stopping, or a failed attempt to be tried again) back to
