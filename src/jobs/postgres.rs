@@ -32,7 +32,7 @@ use crate::archive::postgres::redact_url;
 
 /// The jobs' schema for PostgreSQL, applied in order and recorded in
 /// `jobs_schema_migrations`.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "jobs and webhook events, shared by replicas and workers",
