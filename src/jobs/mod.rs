@@ -328,6 +328,84 @@ pub trait Outbox: Send + Sync {
     fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
 }
 
+/// A job's row as both stores keep it (times in milliseconds, the result as JSON, the hashes
+/// as bytes), before it is read back as a [`Job`]. Each store selects these columns in this
+/// order (its `JOB_COLUMNS`).
+pub(crate) struct JobRow {
+    pub job_id: String,
+    pub status: String,
+    pub memo_id: String,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub attempts: i64,
+    pub result: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub owner: Vec<u8>,
+    pub fingerprint: Vec<u8>,
+}
+
+impl JobRow {
+    pub(crate) fn into_job(self) -> Result<Job> {
+        let result = match self.result {
+            Some(json) => Some(
+                serde_json::from_str::<JobResult>(&json)
+                    .map_err(|e| JobError::Corrupt(format!("job result: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Job {
+            status: Status::parse(&self.status)
+                .ok_or_else(|| JobError::Corrupt(format!("unknown status {:?}", self.status)))?,
+            job_id: self.job_id,
+            memo_id: self.memo_id,
+            created_at: rfc3339(self.created_ms),
+            started_at: self.started_ms.map(rfc3339),
+            finished_at: self.finished_ms.map(rfc3339),
+            attempts: self.attempts.clamp(0, i64::from(u32::MAX)) as u32,
+            result,
+            error: self.error_code.map(|code| JobFailure {
+                code,
+                message: self.error_message.unwrap_or_default(),
+            }),
+            owner: hash32(&self.owner),
+            fingerprint: hash32(&self.fingerprint),
+        })
+    }
+}
+
+/// A stored 32-byte hash (zeros if the column holds anything else: it then matches no key).
+fn hash32(v: &[u8]) -> [u8; 32] {
+    v.try_into().unwrap_or([0u8; 32])
+}
+
+/// The columns a job's end sets: status, result JSON, error code and message.
+pub(crate) type Ending<'a> = (Status, Option<String>, Option<&'a str>, Option<&'a str>);
+
+impl Outcome {
+    /// What a job ending this way stores.
+    pub(crate) fn ending(&self) -> Result<Ending<'_>> {
+        Ok(match self {
+            Outcome::Done(r) => (
+                Status::Done,
+                Some(
+                    serde_json::to_string(r)
+                        .map_err(|e| JobError::Invalid(format!("job result: {e}")))?,
+                ),
+                None,
+                None,
+            ),
+            Outcome::Failed(f) => (
+                Status::Failed,
+                None,
+                Some(f.code.as_str()),
+                Some(f.message.as_str()),
+            ),
+        })
+    }
+}
+
 pub(crate) fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }

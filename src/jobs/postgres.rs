@@ -24,9 +24,8 @@ use ::postgres::{Client, NoTls, Row};
 use chrono::{DateTime, Utc};
 
 use super::{
-    from_millis, millis, rfc3339, Claimed, Counts, DeadEvent, Delivery, Job, JobError, JobFailure,
-    JobMeta, JobQueue, JobResult, NewEvent, NewJob, Outbox, OutboxCounts, Outcome, Resend, Result,
-    Status, Submitted,
+    from_millis, millis, rfc3339, Claimed, Counts, DeadEvent, Delivery, Job, JobError, JobMeta,
+    JobQueue, JobRow, NewEvent, NewJob, Outbox, OutboxCounts, Outcome, Resend, Result, Submitted,
 };
 use crate::archive::postgres::redact_url;
 
@@ -144,47 +143,25 @@ impl Conn<'_> {
     }
 }
 
-fn hash32(v: Vec<u8>) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    if v.len() == 32 {
-        out.copy_from_slice(&v);
-    }
-    out
-}
-
 const JOB_COLUMNS: &str = "job_id, status, memo_id, created_ms, started_ms, finished_ms, \
     attempts, result, error_code, error_message, owner, fingerprint";
 
 fn job_from_row(r: &Row) -> Result<Job> {
-    let status: String = r.get(1);
-    let result: Option<String> = r.get(7);
-    let code: Option<String> = r.get(8);
-    let message: Option<String> = r.get(9);
-    let result = match result {
-        Some(json) => Some(
-            serde_json::from_str::<JobResult>(&json)
-                .map_err(|e| JobError::Corrupt(format!("job result: {e}")))?,
-        ),
-        None => None,
-    };
-    let attempts: i32 = r.get(6);
-    Ok(Job {
+    JobRow {
         job_id: r.get(0),
-        status: Status::parse(&status)
-            .ok_or_else(|| JobError::Corrupt(format!("unknown status {status:?}")))?,
+        status: r.get(1),
         memo_id: r.get(2),
-        created_at: rfc3339(r.get(3)),
-        started_at: r.get::<_, Option<i64>>(4).map(rfc3339),
-        finished_at: r.get::<_, Option<i64>>(5).map(rfc3339),
-        attempts: attempts.max(0) as u32,
-        result,
-        error: code.map(|code| JobFailure {
-            code,
-            message: message.unwrap_or_default(),
-        }),
-        owner: hash32(r.get(10)),
-        fingerprint: hash32(r.get(11)),
-    })
+        created_ms: r.get(3),
+        started_ms: r.get(4),
+        finished_ms: r.get(5),
+        attempts: i64::from(r.get::<_, i32>(6)),
+        result: r.get(7),
+        error_code: r.get(8),
+        error_message: r.get(9),
+        owner: r.get(10),
+        fingerprint: r.get(11),
+    }
+    .into_job()
 }
 
 fn get_job(c: &mut impl ::postgres::GenericClient, job_id: &str) -> Result<Option<Job>> {
@@ -214,29 +191,6 @@ fn claimed_from_row(r: &Row) -> Result<Claimed> {
 }
 
 const CLAIMED_COLUMNS: &str = "job_id, memo_id, owner_name, audio, meta, attempts, created_ms";
-
-/// The columns a job's end sets: status, result JSON, error code and message.
-type Ending<'a> = (Status, Option<String>, Option<&'a str>, Option<&'a str>);
-
-fn ending(outcome: &Outcome) -> Result<Ending<'_>> {
-    Ok(match outcome {
-        Outcome::Done(r) => (
-            Status::Done,
-            Some(
-                serde_json::to_string(r)
-                    .map_err(|e| JobError::Invalid(format!("job result: {e}")))?,
-            ),
-            None,
-            None,
-        ),
-        Outcome::Failed(f) => (
-            Status::Failed,
-            None,
-            Some(f.code.as_str()),
-            Some(f.message.as_str()),
-        ),
-    })
-}
 
 impl PgJobs {
     /// Connect to `url` and migrate the jobs' track. `lease_ms`: how long a webhook event
@@ -431,7 +385,7 @@ impl PgJobs {
             ),
             Outcome::Failed(_) => None,
         };
-        let (status, result, code, message) = ending(outcome)?;
+        let (status, result, code, message) = outcome.ending()?;
         let mut conn = self.conn()?;
         let mut tx = conn.get().transaction()?;
         // The row lock: a second worker finishing the same job waits here, then finds it
@@ -572,7 +526,7 @@ impl JobQueue for PgJobs {
         at: DateTime<Utc>,
         event: Option<&NewEvent>,
     ) -> Result<bool> {
-        let (status, result, code, message) = ending(outcome)?;
+        let (status, result, code, message) = outcome.ending()?;
         let mut conn = self.conn()?;
         let mut tx = conn.get().transaction()?;
         let changed = tx.execute(

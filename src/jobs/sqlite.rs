@@ -10,9 +10,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    from_millis, millis, rfc3339, Claimed, Counts, DeadEvent, Delivery, Job, JobError, JobFailure,
-    JobMeta, JobQueue, JobResult, NewEvent, NewJob, Outbox, OutboxCounts, Outcome, Resend, Result,
-    Status, Submitted,
+    from_millis, millis, rfc3339, Claimed, Counts, DeadEvent, Delivery, Job, JobError, JobMeta,
+    JobQueue, JobRow, NewEvent, NewJob, Outbox, OutboxCounts, Outcome, Resend, Result, Submitted,
 };
 
 /// The jobs' schema, one migration per entry, applied in order and recorded in
@@ -146,48 +145,20 @@ impl SqliteJobs {
 const JOB_COLUMNS: &str = "job_id, status, memo_id, created_at, started_at, finished_at, \
     attempts, result, error_code, error_message, owner, fingerprint";
 
-fn hash32(v: Vec<u8>) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    if v.len() == 32 {
-        out.copy_from_slice(&v);
-    }
-    out
-}
-
-fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
-    let status: String = r.get(1)?;
-    let result: Option<String> = r.get(7)?;
-    let code: Option<String> = r.get(8)?;
-    let message: Option<String> = r.get(9)?;
-    let started: Option<i64> = r.get(4)?;
-    let finished: Option<i64> = r.get(5)?;
-    let result = match result {
-        Some(json) => Some(serde_json::from_str::<JobResult>(&json).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, e.into())
-        })?),
-        None => None,
-    };
-    Ok(Job {
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
         job_id: r.get(0)?,
-        status: Status::parse(&status).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                1,
-                rusqlite::types::Type::Text,
-                format!("unknown status {status:?}").into(),
-            )
-        })?,
+        status: r.get(1)?,
         memo_id: r.get(2)?,
-        created_at: rfc3339(r.get(3)?),
-        started_at: started.map(rfc3339),
-        finished_at: finished.map(rfc3339),
+        created_ms: r.get(3)?,
+        started_ms: r.get(4)?,
+        finished_ms: r.get(5)?,
         attempts: r.get(6)?,
-        result,
-        error: code.map(|code| JobFailure {
-            code,
-            message: message.unwrap_or_default(),
-        }),
-        owner: hash32(r.get(10)?),
-        fingerprint: hash32(r.get(11)?),
+        result: r.get(7)?,
+        error_code: r.get(8)?,
+        error_message: r.get(9)?,
+        owner: r.get(10)?,
+        fingerprint: r.get(11)?,
     })
 }
 
@@ -197,11 +168,9 @@ fn get_job(conn: &Connection, job_id: &str) -> Result<Option<Job>> {
         [job_id],
         job_from_row,
     )
-    .optional()
-    .map_err(|e| match e {
-        rusqlite::Error::FromSqlConversionFailure(_, _, why) => JobError::Corrupt(why.to_string()),
-        e => JobError::Database(e),
-    })
+    .optional()?
+    .map(JobRow::into_job)
+    .transpose()
 }
 
 impl JobQueue for SqliteJobs {
@@ -310,23 +279,7 @@ impl JobQueue for SqliteJobs {
         at: DateTime<Utc>,
         event: Option<&NewEvent>,
     ) -> Result<bool> {
-        let (status, result, code, message) = match outcome {
-            Outcome::Done(r) => (
-                Status::Done,
-                Some(
-                    serde_json::to_string(r)
-                        .map_err(|e| JobError::Invalid(format!("job result: {e}")))?,
-                ),
-                None,
-                None,
-            ),
-            Outcome::Failed(f) => (
-                Status::Failed,
-                None,
-                Some(f.code.as_str()),
-                Some(f.message.as_str()),
-            ),
-        };
+        let (status, result, code, message) = outcome.ending()?;
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // The audio is not needed any more: a finished job keeps its result only.
