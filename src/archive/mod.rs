@@ -332,6 +332,11 @@ pub struct Filter {
     pub text: Option<String>,
 }
 
+/// The archive's first and last `recorded_ms` for [`Filter::range_first`] (two index lookups
+/// on either store; one `MIN` with one `MAX` in a single select scans on SQLite).
+pub(crate) const RECORDED_SPAN: &str =
+    "SELECT (SELECT MIN(recorded_ms) FROM memos), (SELECT MAX(recorded_ms) FROM memos)";
+
 impl Filter {
     /// Whether a list page under this filter is best found by reading the memos in the time
     /// range first (then ordering them), rather than by walking every memo newest first until

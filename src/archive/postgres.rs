@@ -367,29 +367,17 @@ impl Postgres {
 
     /// Fill in the tags, reviews and labels of `memo`; its ruled-out needs.
     fn complete(c: &mut impl GenericClient, memo: &mut StoredMemo) -> Result<Vec<String>> {
-        let mut ruled_out = Vec::new();
-        for row in c.query(
-            "SELECT kind, tag FROM memo_tags WHERE memo_id = $1 ORDER BY pos",
-            &[&memo.memo_id],
-        )? {
-            let (kind, tag): (String, String) = (row.get(0), row.get(1));
-            match kind.as_str() {
-                "need" => memo.needs.push(tag),
-                "action" => memo.actions.push(tag),
-                _ => ruled_out.push(tag),
-            }
-        }
-        memo.reviews = reviews(c, &memo.memo_id)?;
-        memo.reviewed = !memo.reviews.is_empty();
-        if memo.reviewed {
-            memo.labels = Some(labels(&memo.needs, &memo.actions, &memo.reviews));
-        }
-        Ok(ruled_out)
+        Ok(Postgres::complete_page(c, std::slice::from_mut(memo))?
+            .pop()
+            .unwrap_or_default())
     }
 
-    /// [`Postgres::complete`] for a page of memos in two queries (their tags, their reviews)
-    /// instead of two per memo.
-    fn complete_page(c: &mut impl GenericClient, memos: &mut [StoredMemo]) -> Result<()> {
+    /// Fill in the tags, reviews and labels of a page of memos in two queries (their tags,
+    /// their reviews), not two per memo; each memo's ruled-out needs.
+    fn complete_page(
+        c: &mut impl GenericClient,
+        memos: &mut [StoredMemo],
+    ) -> Result<Vec<Vec<String>>> {
         let ids: Vec<&str> = memos.iter().map(|m| m.memo_id.as_str()).collect();
         let at: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         let tags = c.query(
@@ -402,6 +390,7 @@ impl Postgres {
         )?;
         let mut needs: Vec<Vec<String>> = vec![Vec::new(); memos.len()];
         let mut actions: Vec<Vec<String>> = vec![Vec::new(); memos.len()];
+        let mut ruled_out: Vec<Vec<String>> = vec![Vec::new(); memos.len()];
         for row in &tags {
             let Some(&i) = at.get(row.get::<_, &str>(0)) else {
                 continue;
@@ -409,7 +398,7 @@ impl Postgres {
             match row.get::<_, &str>(1) {
                 "need" => needs[i].push(row.get(2)),
                 "action" => actions[i].push(row.get(2)),
-                _ => {}
+                _ => ruled_out[i].push(row.get(2)),
             }
         }
         let mut marks: Vec<Vec<ReviewMark>> = vec![Vec::new(); memos.len()];
@@ -430,7 +419,7 @@ impl Postgres {
                 memo.labels = Some(labels(&memo.needs, &memo.actions, &memo.reviews));
             }
         }
-        Ok(())
+        Ok(ruled_out)
     }
 
     /// The FROM and WHERE clauses, the column to order by and the parameters for `filter`.
@@ -524,17 +513,6 @@ fn connect(url: &str) -> std::result::Result<Client, ::postgres::Error> {
         config.connect_timeout(std::time::Duration::from_secs(10));
     }
     config.application_name("needtag").connect(NoTls)
-}
-
-fn reviews(c: &mut impl GenericClient, memo_id: &str) -> Result<Vec<ReviewMark>> {
-    let mut out = Vec::new();
-    for row in c.query(
-        "SELECT kind, tag, verdict, reviewer, at FROM reviews WHERE memo_id = $1 ORDER BY id",
-        &[&memo_id],
-    )? {
-        out.push(review_mark(memo_id, &row, 0)?);
-    }
-    Ok(out)
 }
 
 /// A review mark from `row`'s columns kind, tag, verdict, reviewer, at (from column `first`).
@@ -703,10 +681,7 @@ impl Store for Postgres {
         // index first and only then ordered (OFFSET 0 keeps the planner from walking every memo
         // newest first in the hope of meeting the range soon).
         let span = if filter.from.is_some() || filter.to.is_some() {
-            let row = self.client()?.query_one(
-                "SELECT (SELECT MIN(recorded_ms) FROM memos), (SELECT MAX(recorded_ms) FROM memos)",
-                &[],
-            )?;
+            let row = self.client()?.query_one(super::RECORDED_SPAN, &[])?;
             row.get::<_, Option<i64>>(0)
                 .zip(row.get::<_, Option<i64>>(1))
         } else {

@@ -933,11 +933,9 @@ impl Store for Sqlite {
 
     fn list(&mut self, filter: &Filter, cursor: Option<&str>, limit: usize) -> Result<Page> {
         let span = if filter.from.is_some() || filter.to.is_some() {
-            self.conn.query_row(
-                "SELECT (SELECT MIN(recorded_ms) FROM memos), (SELECT MAX(recorded_ms) FROM memos)",
-                [],
-                |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)),
-            )?
+            self.conn.query_row(super::RECORDED_SPAN, [], |r| {
+                Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?))
+            })?
         } else {
             None
         };
