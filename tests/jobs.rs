@@ -9,100 +9,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
-use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::Sha256;
 
+use common::receiver::{serve_receiver, start_receiver, Receiver, SECRET};
 use common::server::{bearer, client, library_copy, ADMIN_KEY, TAG_KEY};
 
 const OTHER_KEY: &str = "other-tag-key-for-tests";
-const SECRET: &str = "webhook-secret-for-tests-0001";
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    event_id: String,
-    job_id: String,
-    status: String,
-    body: Vec<u8>,
-    /// What the receiver answered.
-    answered: u16,
-}
-
-/// The test's CRM: checks the signature with its own HMAC, records every request, and answers
-/// 500 while `failing` is set.
-#[derive(Clone, Default)]
-struct Receiver {
-    failing: Arc<AtomicBool>,
-    got: Arc<Mutex<Vec<Received>>>,
-    bad_signatures: Arc<Mutex<Vec<String>>>,
-}
-
-fn expected_signature(t: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(t.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
-
-async fn hook(
-    axum::extract::State(r): axum::extract::State<Receiver>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let sig = headers
-        .get("needtag-signature")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let parts: HashMap<&str, &str> = sig.split(',').filter_map(|p| p.split_once('=')).collect();
-    let t = parts.get("t").copied().unwrap_or("");
-    let fresh = t
-        .parse::<i64>()
-        .is_ok_and(|t| (chrono::Utc::now().timestamp() - t).abs() < 300);
-    if !fresh || parts.get("v1").copied() != Some(expected_signature(t, &body).as_str()) {
-        r.bad_signatures.lock().unwrap().push(sig);
-        return StatusCode::UNAUTHORIZED;
-    }
-    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let event_id = v["event_id"].as_str().unwrap_or("").to_string();
-    assert_eq!(
-        headers
-            .get("needtag-event-id")
-            .and_then(|h| h.to_str().ok()),
-        Some(event_id.as_str())
-    );
-    let answered = if r.failing.load(Ordering::SeqCst) {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::OK
-    };
-    r.got.lock().unwrap().push(Received {
-        event_id,
-        job_id: v["job_id"].as_str().unwrap_or("").to_string(),
-        status: v["status"].as_str().unwrap_or("").to_string(),
-        body: body.to_vec(),
-        answered: answered.as_u16(),
-    });
-    answered
-}
-
-async fn start_receiver(r: Receiver) -> String {
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(hook))
-        .with_state(r);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/hook")
-}
 
 /// A `needtag serve` child process.
 struct Service {
@@ -631,13 +546,10 @@ async fn unreachable_webhook_parks_events_as_dead_for_an_admin_to_resend() {
 
     // The CRM comes back; the admin resends one event and it arrives, signed.
     let receiver = Receiver::default();
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(hook))
-        .with_state(receiver.clone());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    serve_receiver(receiver.clone(), listener);
     let event = items[0]["event_id"].as_str().unwrap();
     let retry = |key: &'static str, id: String| {
         client()

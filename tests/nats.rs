@@ -12,20 +12,15 @@ use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use common::postgres::{PgDb, PgServer};
+use common::receiver::{start_receiver, Receiver, SECRET};
 use common::server::{bearer, client, library_copy, ADMIN_KEY, TAG_KEY};
 
-const SECRET: &str = "webhook-secret-for-nats-tests-01";
 const NATS_SERVER: &str = "/usr/sbin/nats-server";
 
 /// A child process killed (SIGKILL) and reaped when dropped, whatever the test's outcome.
@@ -101,78 +96,6 @@ fn nats_on(dir: &Path, port: u16) -> (Proc, String) {
 }
 
 /// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    event_id: String,
-    job_id: String,
-    status: String,
-    answered: u16,
-}
-
-/// The test's CRM: answers 500 to its first `fail_first` requests and while `failing` is set,
-/// 200 after; checks every signature with its own HMAC.
-#[derive(Clone, Default)]
-struct Receiver {
-    fail_first: usize,
-    failing: Arc<std::sync::atomic::AtomicBool>,
-    seen: Arc<AtomicUsize>,
-    got: Arc<Mutex<Vec<Received>>>,
-    bad_signatures: Arc<Mutex<Vec<String>>>,
-}
-
-fn expected_signature(t: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(t.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
-
-async fn hook(
-    axum::extract::State(r): axum::extract::State<Receiver>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let sig = headers
-        .get("needtag-signature")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let parts: HashMap<&str, &str> = sig.split(',').filter_map(|p| p.split_once('=')).collect();
-    let t = parts.get("t").copied().unwrap_or("");
-    let fresh = t
-        .parse::<i64>()
-        .is_ok_and(|t| (chrono::Utc::now().timestamp() - t).abs() < 300);
-    if !fresh || parts.get("v1").copied() != Some(expected_signature(t, &body).as_str()) {
-        r.bad_signatures.lock().unwrap().push(sig);
-        return StatusCode::UNAUTHORIZED;
-    }
-    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let n = r.seen.fetch_add(1, Ordering::SeqCst);
-    let answered = if n < r.fail_first || r.failing.load(Ordering::SeqCst) {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::OK
-    };
-    r.got.lock().unwrap().push(Received {
-        event_id: v["event_id"].as_str().unwrap_or("").to_string(),
-        job_id: v["job_id"].as_str().unwrap_or("").to_string(),
-        status: v["status"].as_str().unwrap_or("").to_string(),
-        answered: answered.as_u16(),
-    });
-    answered
-}
-
-async fn start_receiver(r: Receiver) -> String {
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(hook))
-        .with_state(r);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/hook")
-}
-
 struct Settings {
     max_deliver: i64,
     ack_wait_s: u64,

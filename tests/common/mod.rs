@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod receiver;
 pub mod server;
 pub mod wav;
 
