@@ -39,6 +39,7 @@ VARIANTS = {
     "sparse3.5": "[asr]\nmin_chars_per_s = 3.5\n",
     "margin64": "[asr]\naudio_ctx_margin = 64\n",
     "margin256": "[asr]\naudio_ctx_margin = 256\n",
+    "full_output": "[asr]\nrestrict_output = false\n",
 }
 
 

@@ -370,6 +370,10 @@ pub struct AsrConfig {
     /// Speech longer than this is cut at pauses and transcribed chunk by chunk (seconds).
     pub chunk_s: f64,
     pub flash_attn: bool,
+    /// Compute the decoder's output only for the tokens a transcript may hold (what the character
+    /// rules can let through, Latin words of at most three letters per token, and whisper's
+    /// special tokens): the output projection is the largest weight a decoding step reads.
+    pub restrict_output: bool,
     /// Segments whose no-speech probability exceeds this (with low confidence) are dropped.
     pub no_speech_threshold: f32,
     /// A prompted transcript with fewer content characters than this per second of speech
@@ -408,6 +412,7 @@ impl Default for AsrConfig {
             audio_ctx_margin: 128,
             chunk_s: 30.0,
             flash_attn: false,
+            restrict_output: true,
             no_speech_threshold: 0.6,
             min_chars_per_s: 2.5,
         }

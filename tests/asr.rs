@@ -120,6 +120,78 @@ fn a_prompted_decode_that_skips_speech_is_replaced() {
     );
 }
 
+/// The vocabulary needtag reads from the model file (for the tokens the decoder may write) is
+/// whisper.cpp's, token for token.
+#[test]
+fn the_model_files_vocabulary_is_whispers() {
+    let cfg = common::config();
+    let path = cfg.models.path(&cfg.models.whisper);
+    let tokens = needtag::asr::text_tokens(&path).unwrap();
+    let ctx = whisper_rs::WhisperContext::new_with_params(
+        &path,
+        whisper_rs::WhisperContextParameters::default(),
+    )
+    .unwrap();
+    let eot = ctx.token_eot() as usize;
+    assert_eq!(tokens.len(), eot, "one entry per text token");
+    for (id, bytes) in tokens.iter().enumerate() {
+        if bytes.contains(&0) {
+            continue; // whisper-rs reads a token as a C string: the NUL byte token reads empty
+        }
+        assert_eq!(
+            ctx.token_to_bytes(id as i32).unwrap(),
+            bytes.as_slice(),
+            "token {id}"
+        );
+    }
+    let writable = needtag::asr::bytes::ByteRules::from_text_tokens(tokens.clone());
+    let writable = writable.writable();
+    let text = |id: &i32| String::from_utf8_lossy(&tokens[*id as usize]).into_owned();
+    let written: Vec<String> = writable.iter().map(text).collect();
+    let all: Vec<String> = (0..tokens.len() as i32).map(|id| text(&id)).collect();
+    for must in ["的", "。", "5", "CT", " KP", "ing"] {
+        assert!(written.iter().any(|w| w == must), "{must:?} may be written");
+    }
+    for never in [" there", " hello", "и"] {
+        assert!(all.iter().any(|w| w == never), "{never:?} is a token");
+        assert!(
+            !written.iter().any(|w| w == never),
+            "{never:?} is never written"
+        );
+    }
+    assert!(
+        writable.len() < tokens.len() / 3,
+        "{} tokens",
+        writable.len()
+    );
+}
+
+/// The decoder computes its output only for the tokens a transcript may hold; the fixtures give
+/// the transcript of a decoder over the whole vocabulary, word for word.
+#[test]
+fn the_restricted_output_changes_no_transcript() {
+    let mut cfg = common::config();
+    let restricted = Speech::load(&cfg).unwrap();
+    cfg.asr.restrict_output = false;
+    let full = Speech::load(&cfg).unwrap();
+    let prompt = restricted.asr().build_prompt(
+        &needtag::library::Library::embedded()
+            .unwrap()
+            .prompt_words(None),
+    );
+    let (mut r, mut f) = (restricted.worker().unwrap(), full.worker().unwrap());
+    for (file, _, _) in CLIPS {
+        let a = restricted
+            .transcribe(&mut r, common::fixture_bytes(file), Some(&prompt))
+            .unwrap();
+        let b = full
+            .transcribe(&mut f, common::fixture_bytes(file), Some(&prompt))
+            .unwrap();
+        assert!(!a.transcript.text.is_empty(), "{file}");
+        assert_eq!(a.transcript.text, b.transcript.text, "{file}");
+    }
+}
+
 #[test]
 fn without_a_prompt_output_is_still_simplified() {
     let cfg = common::config();

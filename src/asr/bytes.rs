@@ -20,6 +20,12 @@ use whisper_rs::{WhisperContext, WhisperTokenData};
 
 use super::chars::{is_hanzi, DECODER_PUNCTUATION};
 
+/// Latin-only tokens longer than this (spaces aside) are never written: a memo's Latin is
+/// acronyms and short brand names (`CT`, `PPT`, `KPI`), which whisper spells in tokens of up to
+/// three letters, while the 30 000 longer English word tokens made up most of the output
+/// projection every decoding step computes.
+pub const LONGEST_LATIN_TOKEN: usize = 3;
+
 /// What the text so far ends with, as far as the next character's rules care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Before {
@@ -149,6 +155,8 @@ pub struct ByteRules {
     /// First special token: ids from here on are not text.
     eot: i32,
     n_vocab: usize,
+    /// The text tokens some decoding step may write (see [`ByteRules::writable`]).
+    writable: Vec<i32>,
     /// The last (up to) four bytes of each text token and how many there are: all it takes
     /// to read the end of the decoded text.
     ends: Vec<([u8; 4], u8)>,
@@ -194,6 +202,7 @@ impl ByteRules {
         let mut continuing = Vec::new();
         let mut beginning = Vec::new();
         let mut banned_after: [Vec<i32>; 4] = Default::default();
+        let mut writable = Vec::new();
         for (id, b) in bytes.iter().enumerate() {
             if b.is_empty() {
                 continue;
@@ -204,19 +213,32 @@ impl ByteRules {
                     *h = x;
                 }
                 let lead_cont = b.iter().take(3).take_while(|&&x| is_cont(x)).count();
-                continuing.push(Tok {
+                let tok = Tok {
                     id: id as i32,
                     lead_cont: lead_cont as u8,
                     len: b.len().min(255) as u8,
                     head,
                     rest_ok: admissible_bytes(&b[lead_cont..], Before::Other),
-                });
+                };
+                // It can finish a character (all continuation bytes) or finish one and go on.
+                if tok.lead_cont == tok.len || tok.rest_ok {
+                    writable.push(tok.id);
+                }
+                continuing.push(tok);
             } else {
                 beginning.push(id as i32);
+                let latin_word =
+                    b.is_ascii() && b.iter().filter(|&&c| c != b' ').count() > LONGEST_LATIN_TOKEN;
+                let mut anywhere = false;
                 for before in [Before::Start, Before::Digit, Before::Letter, Before::Other] {
-                    if !admissible_bytes(b, before) {
+                    if admissible_bytes(b, before) {
+                        anywhere = true;
+                    } else {
                         banned_after[before as usize].push(id as i32);
                     }
+                }
+                if anywhere && !latin_word {
+                    writable.push(id as i32);
                 }
             }
         }
@@ -235,8 +257,23 @@ impl ByteRules {
             banned_after,
             eot,
             n_vocab,
+            writable,
             ends,
         }
+    }
+
+    /// Rules for a vocabulary read from a model file (`bytes[id]` is text token `id`).
+    pub fn from_text_tokens(bytes: Vec<Vec<u8>>) -> ByteRules {
+        let eot = bytes.len() as i32;
+        Self::from_vocab(bytes, eot, eot as usize)
+    }
+
+    /// The text tokens some decoding step may write: every token these rules let through in
+    /// some state, except Latin words of more than [`LONGEST_LATIN_TOKEN`] letters (whisper
+    /// spells a longer word in shorter pieces). Every other token is ruled out at every step, so
+    /// whisper.cpp need not compute its logit at all (`asr.restrict_output`).
+    pub fn writable(&self) -> &[i32] {
+        &self.writable
     }
 
     fn tail(&self, decoded: &[i32]) -> Tail {
@@ -425,6 +462,60 @@ mod tests {
         (0..310)
             .filter(|&i| logits[i as usize].is_finite())
             .collect()
+    }
+
+    #[test]
+    fn writable_tokens_are_those_some_step_lets_through() {
+        let mut vocab: Vec<Vec<u8>> = (0u16..256).map(|b| vec![b as u8]).collect();
+        vocab.push("的话".as_bytes().to_vec()); // 256
+        vocab.push(b" KPI".to_vec()); // 257: three letters
+        vocab.push(b" the".to_vec()); // 258: three letters and a space
+        vocab.push(b"hello".to_vec()); // 259: a Latin word
+        vocab.push("Привет".as_bytes().to_vec()); // 260: another script
+        vocab.push("\u{200D}".as_bytes().to_vec()); // 261: zero-width joiner
+        vocab.push(vec![0x8C, 0xE5]); // 262: ends ，and begins another character
+        vocab.push(vec![0x8C, 0x8C, 0x8C, 0x8C]); // 263: continues no character
+        vocab.push(Vec::new()); // 264
+        let r = ByteRules::from_text_tokens(vocab);
+        let w = r.writable();
+        for id in [
+            b'a' as i32,
+            b'7' as i32,
+            b',' as i32,
+            b' ' as i32,
+            0xE7,
+            0x9A,
+            256,
+            257,
+            258,
+            262,
+        ] {
+            assert!(w.contains(&id), "{id} may be written");
+        }
+        for id in [0x07, 0xFF, 259, 260, 261, 263, 264] {
+            assert!(!w.contains(&id), "{id} is never written");
+        }
+        // Every token some step allows is writable (the rules are the authority).
+        let sequences: [&[i32]; 6] = [
+            &[],
+            &[256],
+            &[0xE7],
+            &[0xE7, 0x9A],
+            &[b'3' as i32],
+            &[b'a' as i32],
+        ];
+        for decoded in sequences {
+            let mut logits = vec![0.0f32; 265];
+            r.apply(decoded, &mut logits);
+            for (id, l) in logits.iter().enumerate() {
+                if l.is_finite() && ![259, 260].contains(&id) {
+                    assert!(
+                        w.contains(&(id as i32)) || id == 264,
+                        "{id} after {decoded:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod guard;
 pub mod tidy;
 
 use std::io::Read;
+use std::os::raw::c_int;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -139,7 +140,33 @@ impl Asr {
         single_threaded_blas();
         let mut params = WhisperContextParameters::default();
         params.flash_attn(cfg.flash_attn);
-        let ctx = WhisperContext::new_with_params(path, params).map_err(|e| {
+        // The tokens the decoder may write, when the file's vocabulary reads cleanly (any other
+        // model loads with the whole vocabulary).
+        let writable = if cfg.restrict_output {
+            match text_tokens(path) {
+                Ok(tokens) => bytes::ByteRules::from_text_tokens(tokens)
+                    .writable()
+                    .to_vec(),
+                Err(e) => {
+                    tracing::warn!(model = %path.display(), "whisper vocabulary unreadable ({e}); decoding over every token");
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let ctx = {
+            // whisper.cpp takes the list for the next model it loads: one load at a time.
+            static LOADING: Mutex<()> = Mutex::new(());
+            let _one = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: whisper.cpp copies `writable` before returning.
+            unsafe { whisper_needtag_output_tokens(writable.as_ptr(), writable.len() as c_int) };
+            let ctx = WhisperContext::new_with_params(path, params);
+            // SAFETY: a null list with no tokens clears it.
+            unsafe { whisper_needtag_output_tokens(std::ptr::null(), 0) };
+            ctx
+        }
+        .map_err(|e| {
             Error::ModelUnavailable(format!(
                 "whisper model {} failed to load ({e}); re-create it with `python3 models/prepare.py`",
                 path.display()
@@ -251,7 +278,52 @@ impl Asr {
 
 extern "C" {
     /// From libopenblas, which whisper.cpp's BLAS backend links.
-    fn openblas_set_num_threads(n: std::os::raw::c_int);
+    fn openblas_set_num_threads(n: c_int);
+    /// From the vendored whisper.cpp (vendor/README.md): the text tokens the decoder of the next
+    /// model loaded may write; null or 0 for all.
+    fn whisper_needtag_output_tokens(ids: *const i32, n_ids: c_int);
+}
+
+/// The text tokens of a whisper.cpp ggml model file, by id: the bytes each one writes.
+pub fn text_tokens(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
+    use std::io::{Error as IoError, ErrorKind};
+    let mut f = std::io::BufReader::new(std::fs::File::open(path)?);
+    let i32_at = |f: &mut std::io::BufReader<std::fs::File>| -> std::io::Result<i32> {
+        let mut b = [0u8; 4];
+        f.read_exact(&mut b)?;
+        Ok(i32::from_le_bytes(b))
+    };
+    let bad = |what: &str| IoError::new(ErrorKind::InvalidData, what.to_string());
+    if i32_at(&mut f)? as u32 != 0x6767_6d6c {
+        return Err(bad("not a ggml model"));
+    }
+    // hyperparameters: n_vocab, audio ctx/state/head/layer, text ctx/state/head/layer, n_mels, ftype
+    for _ in 0..11 {
+        i32_at(&mut f)?;
+    }
+    let (n_mel, n_fft) = (i32_at(&mut f)?, i32_at(&mut f)?);
+    if !(0..=1024).contains(&n_mel) || !(0..=4096).contains(&n_fft) {
+        return Err(bad("implausible mel filter size"));
+    }
+    std::io::copy(
+        &mut (&mut f).take(n_mel as u64 * n_fft as u64 * 4),
+        &mut std::io::sink(),
+    )?;
+    let n = i32_at(&mut f)?;
+    if !(0..=1_000_000).contains(&n) {
+        return Err(bad("implausible vocabulary size"));
+    }
+    let mut tokens = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let len = i32_at(&mut f)?;
+        if !(0..=1024).contains(&len) {
+            return Err(bad("implausible token length"));
+        }
+        let mut t = vec![0u8; len as usize];
+        f.read_exact(&mut t)?;
+        tokens.push(t);
+    }
+    Ok(tokens)
 }
 
 /// whisper.cpp runs the encoder's large matrix products through OpenBLAS. OpenBLAS would split

@@ -253,6 +253,9 @@ fn main() {
 
     if cfg!(feature = "openblas") {
         config.define("GGML_BLAS", "ON");
+        // needtag: ggml's tiled CPU products (llamafile's tinyBLAS) for what OpenBLAS does not
+        // take: the encoder's bf16 weight products.
+        config.define("GGML_LLAMAFILE", "ON");
         config.define("GGML_BLAS_VENDOR", "OpenBLAS");
         if env::var("BLAS_INCLUDE_DIRS").is_err() {
             panic!("BLAS_INCLUDE_DIRS environment variable must be set when using OpenBLAS");

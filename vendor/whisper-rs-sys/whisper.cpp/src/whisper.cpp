@@ -5,6 +5,7 @@
 #include "ggml-cpp.h"
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
+#include "ggml-cpu.h"
 
 #ifdef WHISPER_USE_COREML
 #include "coreml/whisper-encoder.h"
@@ -27,6 +28,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <random>
 #include <regex>
 #include <set>
@@ -949,6 +951,13 @@ struct whisper_context {
     whisper_state * state = nullptr;
 
     std::string path_model; // populated by whisper_init_from_file_with_params()
+
+    // needtag: the decoder's output projection restricted to these tokens (out_te holds their
+    // rows of the token embedding); every other token's logit is -inf
+    std::vector<int32_t> out_ids;
+    ggml_context * out_ctx = nullptr;
+    ggml_backend_buffer_t out_buf = nullptr;
+    ggml_tensor * out_te = nullptr;
 };
 
 struct whisper_global {
@@ -958,6 +967,15 @@ struct whisper_global {
 };
 
 static whisper_global g_state;
+
+// needtag: the tokens the next loaded model's decoder may write (see whisper_needtag_output_tokens)
+static std::mutex g_needtag_output_tokens_mutex;
+static std::vector<int32_t> g_needtag_output_tokens;
+
+void whisper_needtag_output_tokens(const int32_t * ids, int n_ids) {
+    std::lock_guard<std::mutex> lock(g_needtag_output_tokens_mutex);
+    g_needtag_output_tokens.assign(ids, ids + (ids && n_ids > 0 ? n_ids : 0));
+}
 
 template<typename T>
 static void read_safe(whisper_model_loader * loader, T & dest) {
@@ -1766,30 +1784,35 @@ static bool whisper_model_load(struct whisper_model_loader * loader, whisper_con
         model.e_ln_w = create_tensor(ASR_TENSOR_LN_WEIGHT, ASR_SYSTEM_ENCODER, ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n_audio_state));
         model.e_ln_b = create_tensor(ASR_TENSOR_LN_POST_BIAS, ASR_SYSTEM_ENCODER, ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n_audio_state));
 
+        // needtag: the encoder's weights in bf16 where the CPU has bf16 dot products (AVX-512
+        // BF16): ggml's tiled bf16 product then runs the encoder's weight products at about
+        // twice the rate of dequantizing Q8_0 for OpenBLAS's sgemm. They are converted from the
+        // file's type as they load.
+        const ggml_type etype = ggml_cpu_has_avx512_bf16() ? GGML_TYPE_BF16 : wtype;
         for (int i = 0; i < n_audio_layer; ++i) {
             auto & layer = model.layers_encoder[i];
 
             layer.mlp_ln_w = create_tensor(ASR_TENSOR_MLP_LN_WEIGHT, ASR_SYSTEM_ENCODER, ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n_audio_state), i);
             layer.mlp_ln_b = create_tensor(ASR_TENSOR_MLP_LN_BIAS, ASR_SYSTEM_ENCODER, ggml_new_tensor_1d(ctx, GGML_TYPE_F32,   n_audio_state), i);
 
-            layer.mlp_0_w = create_tensor(ASR_TENSOR_MLP_0_WEIGHT, ASR_SYSTEM_ENCODER, ggml_new_tensor_2d(ctx, wtype, n_audio_state, 4*n_audio_state), i);
+            layer.mlp_0_w = create_tensor(ASR_TENSOR_MLP_0_WEIGHT, ASR_SYSTEM_ENCODER, ggml_new_tensor_2d(ctx, etype, n_audio_state, 4*n_audio_state), i);
             layer.mlp_0_b = create_tensor(ASR_TENSOR_MLP_0_BIAS, ASR_SYSTEM_ENCODER, ggml_new_tensor_1d(ctx, GGML_TYPE_F32, 4*n_audio_state), i);
 
-            layer.mlp_1_w = create_tensor(ASR_TENSOR_MLP_2_WEIGHT, ASR_SYSTEM_ENCODER, ggml_new_tensor_2d(ctx, wtype, 4*n_audio_state, n_audio_state), i);
+            layer.mlp_1_w = create_tensor(ASR_TENSOR_MLP_2_WEIGHT, ASR_SYSTEM_ENCODER, ggml_new_tensor_2d(ctx, etype, 4*n_audio_state, n_audio_state), i);
             layer.mlp_1_b = create_tensor(ASR_TENSOR_MLP_2_BIAS, ASR_SYSTEM_ENCODER, ggml_new_tensor_1d(ctx, GGML_TYPE_F32,   n_audio_state), i);
 
             layer.attn_ln_0_w = create_tensor(ASR_TENSOR_ATTN_LN_WEIGHT, ASR_SYSTEM_ENCODER, ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n_audio_state), i);
             layer.attn_ln_0_b = create_tensor(ASR_TENSOR_ATTN_LN_BIAS, ASR_SYSTEM_ENCODER, ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n_audio_state), i);
 
-            layer.attn_q_w = create_tensor(ASR_TENSOR_ATTN_QUERY_WEIGHT, ASR_SYSTEM_ENCODER, ggml_new_tensor_2d(ctx, wtype, n_audio_state, n_audio_state), i);
+            layer.attn_q_w = create_tensor(ASR_TENSOR_ATTN_QUERY_WEIGHT, ASR_SYSTEM_ENCODER, ggml_new_tensor_2d(ctx, etype, n_audio_state, n_audio_state), i);
             layer.attn_q_b = create_tensor(ASR_TENSOR_ATTN_QUERY_BIAS, ASR_SYSTEM_ENCODER, ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n_audio_state), i);
 
-            layer.attn_k_w = create_tensor(ASR_TENSOR_ATTN_KEY_WEIGHT, ASR_SYSTEM_ENCODER, ggml_new_tensor_2d(ctx, wtype, n_audio_state, n_audio_state), i);
+            layer.attn_k_w = create_tensor(ASR_TENSOR_ATTN_KEY_WEIGHT, ASR_SYSTEM_ENCODER, ggml_new_tensor_2d(ctx, etype, n_audio_state, n_audio_state), i);
 
-            layer.attn_v_w = create_tensor(ASR_TENSOR_ATTN_VALUE_WEIGHT, ASR_SYSTEM_ENCODER, ggml_new_tensor_2d(ctx, wtype, n_audio_state, n_audio_state), i);
+            layer.attn_v_w = create_tensor(ASR_TENSOR_ATTN_VALUE_WEIGHT, ASR_SYSTEM_ENCODER, ggml_new_tensor_2d(ctx, etype, n_audio_state, n_audio_state), i);
             layer.attn_v_b = create_tensor(ASR_TENSOR_ATTN_VALUE_BIAS, ASR_SYSTEM_ENCODER, ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n_audio_state), i);
 
-            layer.attn_ln_1_w = create_tensor(ASR_TENSOR_ATTN_OUT_WEIGHT, ASR_SYSTEM_ENCODER, ggml_new_tensor_2d(ctx, wtype, n_audio_state, n_audio_state), i);
+            layer.attn_ln_1_w = create_tensor(ASR_TENSOR_ATTN_OUT_WEIGHT, ASR_SYSTEM_ENCODER, ggml_new_tensor_2d(ctx, etype, n_audio_state, n_audio_state), i);
             layer.attn_ln_1_b = create_tensor(ASR_TENSOR_ATTN_OUT_BIAS, ASR_SYSTEM_ENCODER, ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n_audio_state), i);
         }
 
@@ -1913,6 +1936,21 @@ static bool whisper_model_load(struct whisper_model_loader * loader, whisper_con
 
             const size_t bpe = ggml_type_size(ggml_type(ttype));
 
+            // needtag: a weight kept in bf16 (see etype above) is read in the file's type and
+            // converted.
+            if (ttype != (int32_t) tensor->type && tensor->type == GGML_TYPE_BF16 &&
+                ggml_get_type_traits(ggml_type(ttype))->to_float != NULL && ggml_backend_buffer_is_host(tensor->buffer)) {
+                const size_t n_bytes = (size_t) nelements*bpe/ggml_blck_size(ggml_type(ttype));
+                read_buf.resize(n_bytes);
+                loader->read(loader->context, read_buf.data(), n_bytes);
+                std::vector<float> f32(nelements);
+                ggml_get_type_traits(ggml_type(ttype))->to_float(read_buf.data(), f32.data(), nelements);
+                ggml_fp32_to_bf16_row(f32.data(), (ggml_bf16_t *) tensor->data, nelements);
+                total_size += ggml_nbytes(tensor);
+                model.n_loaded++;
+                continue;
+            }
+
             if ((nelements*bpe)/ggml_blck_size(tensor->type) != ggml_nbytes(tensor)) {
                 WHISPER_LOG_ERROR("%s: tensor '%s' has wrong size in model file: got %zu, expected %zu\n",
                         __func__, name.data(), ggml_nbytes(tensor), nelements*bpe);
@@ -1948,6 +1986,41 @@ static bool whisper_model_load(struct whisper_model_loader * loader, whisper_con
 
     for (auto & buf : model.buffers) {
         ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    }
+
+    // needtag: the output projection over the tokens handed to whisper_needtag_output_tokens
+    {
+        std::vector<int32_t> ids;
+        {
+            std::lock_guard<std::mutex> lock(g_needtag_output_tokens_mutex);
+            ids = g_needtag_output_tokens;
+        }
+        if (!ids.empty()) {
+            // every special token (end of text, timestamps, tasks) stays: whisper's own decoding
+            // logic reads their logits
+            for (int id = wctx.vocab.token_eot; id < model.hparams.n_vocab; ++id) {
+                ids.push_back(id);
+            }
+            std::sort(ids.begin(), ids.end());
+            ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+            ids.erase(std::remove_if(ids.begin(), ids.end(), [&](int32_t id) { return id < 0 || id >= model.hparams.n_vocab; }), ids.end());
+
+            const int64_t n_state = model.d_te->ne[0];
+            ggml_init_params ip = { ggml_tensor_overhead(), nullptr, true };
+            wctx.out_ctx = ggml_init(ip);
+            wctx.out_te = ggml_new_tensor_2d(wctx.out_ctx, model.d_te->type, n_state, (int64_t) ids.size());
+            wctx.out_buf = ggml_backend_alloc_ctx_tensors_from_buft(wctx.out_ctx, ggml_backend_cpu_buffer_type());
+            if (!wctx.out_buf) {
+                WHISPER_LOG_ERROR("%s: failed to allocate the restricted output projection\n", __func__);
+                return false;
+            }
+            const size_t row = ggml_row_size(model.d_te->type, n_state);
+            for (size_t i = 0; i < ids.size(); ++i) {
+                ggml_backend_tensor_get(model.d_te, (char *) wctx.out_te->data + i*row, (size_t) ids[i]*row, row);
+            }
+            wctx.out_ids = std::move(ids);
+            WHISPER_LOG_INFO("%s: output projection over %zu of %d tokens\n", __func__, wctx.out_ids.size(), model.hparams.n_vocab);
+        }
     }
 
     wctx.t_load_us = ggml_time_us() - t_start_us;
@@ -2841,7 +2914,7 @@ static struct ggml_cgraph * whisper_build_graph_decoder(
         }
     }
 
-    struct ggml_tensor * logits = ggml_mul_mat(ctx0, model.d_te, cur);
+    struct ggml_tensor * logits = ggml_mul_mat(ctx0, wctx.out_te ? wctx.out_te : model.d_te, cur);
 
     // [EXPERIMENTAL] Token-level timestamps with DTW
     if (wctx.params.dtw_token_timestamps && aheads_cross_QKs != nullptr) {
@@ -2975,6 +3048,17 @@ static bool whisper_decode_internal(
     const bool last_row_only = n_tokens > 1 && logits->ne[1] == 1;
     for (int i = 0; i < n_tokens; i++) {
         if (batch.logits[i] == 0) {
+            continue;
+        }
+        if (wctx.out_te) {
+            const int n_out = (int) wctx.out_ids.size();
+            std::vector<float> row(n_out);
+            ggml_backend_tensor_get(logits, row.data(), last_row_only ? 0 : sizeof(float)*(n_out*i), sizeof(float)*n_out);
+            float * dst = logits_out.data() + (n_vocab*i);
+            std::fill(dst, dst + n_vocab, -INFINITY);
+            for (int j = 0; j < n_out; ++j) {
+                dst[wctx.out_ids[j]] = row[j];
+            }
             continue;
         }
         const size_t src = last_row_only ? 0 : sizeof(float)*(n_vocab*i);
@@ -3425,7 +3509,7 @@ struct whisper_state * whisper_init_state(whisper_context * ctx) {
         WHISPER_LOG_INFO("%s: kv self size  = %7.2f MB\n", __func__, memory_size / 1e6);
     }
 
-    if (!whisper_kv_cache_init(state->kv_cross, state->backends[0], ctx->itype,
+    if (!whisper_kv_cache_init(state->kv_cross, state->backends[0], getenv("NEEDTAG_XKV_F32") ? GGML_TYPE_F32 : ctx->itype,
                 ctx->model.hparams.n_text_state,
                 ctx->model.hparams.n_text_layer,
                 GGML_PAD(ctx->model.hparams.n_audio_ctx, 256))) {
@@ -3873,6 +3957,12 @@ void whisper_free_state(struct whisper_state * state) {
 
 void whisper_free(struct whisper_context * ctx) {
     if (ctx) {
+        if (ctx->out_buf) {
+            ggml_backend_buffer_free(ctx->out_buf);
+        }
+        if (ctx->out_ctx) {
+            ggml_free(ctx->out_ctx);
+        }
         for (ggml_context * context : ctx->model.ctxs) {
             ggml_free(context);
         }
@@ -7762,6 +7852,17 @@ int whisper_full_with_state(
 
             WHISPER_LOG_DEBUG("seek = %d, seek_delta = %d\n", seek, seek_delta);
         }
+    }
+
+    // needtag: NEEDTAG_WHISPER_TIMINGS prints where this call's time went (a diagnostic for
+    // benchmarks; see docs/transcription.md), then starts the state's counters afresh.
+    static const bool print_timings = getenv("NEEDTAG_WHISPER_TIMINGS") != NULL;
+    if (print_timings) {
+        fprintf(stderr, "whisper: mel %.1f ms, encode %.1f ms / %d, prompt %.1f ms / %d tokens, decode %.1f ms / %d tokens, sample %.1f ms\n",
+            state->t_mel_us/1e3, state->t_encode_us/1e3, state->n_encode, state->t_prompt_us/1e3, state->n_prompt,
+            state->t_decode_us/1e3, state->n_decode, state->t_sample_us/1e3);
+        state->t_mel_us = state->t_encode_us = state->t_prompt_us = state->t_decode_us = state->t_batchd_us = state->t_sample_us = 0;
+        state->n_encode = state->n_prompt = state->n_decode = state->n_batchd = state->n_sample = 0;
     }
 
     return 0;

@@ -407,7 +407,10 @@ static bool ggml_backend_blas_device_supports_op(ggml_backend_dev_t dev, const s
             // TODO: find the optimal value
             const int64_t min_batch = 32;
 
-            return ggml_is_contiguous(src0) &&
+            // needtag: bf16 weights stay on the CPU backend, whose tiled bf16 product (AVX-512
+            // BF16) is faster than converting them to f32 for sgemm on every call.
+            return src0->type != GGML_TYPE_BF16 &&
+                   ggml_is_contiguous(src0) &&
                    ggml_is_contiguous(src1) &&
                    src1->type == GGML_TYPE_F32 &&
                    (ne0 >= min_batch && ne1 >= min_batch && ne10 >= min_batch) &&
