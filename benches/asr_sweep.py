@@ -40,6 +40,7 @@ VARIANTS = {
     "margin64": "[asr]\naudio_ctx_margin = 64\n",
     "margin256": "[asr]\naudio_ctx_margin = 256\n",
     "full_output": "[asr]\nrestrict_output = false\n",
+    "encoder_q8": "[asr]\nencoder_bf16 = false\n",
 }
 
 

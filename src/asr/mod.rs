@@ -160,10 +160,16 @@ impl Asr {
             static LOADING: Mutex<()> = Mutex::new(());
             let _one = LOADING.lock().unwrap_or_else(|e| e.into_inner());
             // SAFETY: whisper.cpp copies `writable` before returning.
-            unsafe { whisper_needtag_output_tokens(writable.as_ptr(), writable.len() as c_int) };
+            unsafe {
+                whisper_needtag_next_load(
+                    writable.as_ptr(),
+                    writable.len() as c_int,
+                    cfg.encoder_bf16,
+                )
+            };
             let ctx = WhisperContext::new_with_params(path, params);
             // SAFETY: a null list with no tokens clears it.
-            unsafe { whisper_needtag_output_tokens(std::ptr::null(), 0) };
+            unsafe { whisper_needtag_next_load(std::ptr::null(), 0, false) };
             ctx
         }
         .map_err(|e| {
@@ -279,9 +285,9 @@ impl Asr {
 extern "C" {
     /// From libopenblas, which whisper.cpp's BLAS backend links.
     fn openblas_set_num_threads(n: c_int);
-    /// From the vendored whisper.cpp (vendor/README.md): the text tokens the decoder of the next
-    /// model loaded may write; null or 0 for all.
-    fn whisper_needtag_output_tokens(ids: *const i32, n_ids: c_int);
+    /// From the vendored whisper.cpp (vendor/README.md): how the next model loads: the text
+    /// tokens its decoder may write (null or 0 for all), and bf16 encoder weights.
+    fn whisper_needtag_next_load(ids: *const i32, n_ids: c_int, bf16_encoder: bool);
 }
 
 /// The text tokens of a whisper.cpp ggml model file, by id: the bytes each one writes.

@@ -392,10 +392,11 @@ extern "C" {
     WHISPER_API int whisper_n_len_from_state(struct whisper_state * state); // mel length
     WHISPER_API int whisper_n_vocab         (struct whisper_context * ctx);
 
-    // needtag: the text tokens the decoder of every model loaded from now on may write; the
-    // output projection is computed for these (and every special token) only, and every other
-    // token's logit is -inf. NULL or 0 tokens: the whole vocabulary.
-    WHISPER_API void whisper_needtag_output_tokens(const int32_t * ids, int n_ids);
+    // needtag: how every model loaded from now on loads. output_tokens: the text tokens its
+    // decoder may write; the output projection is computed for these (and every special token)
+    // only, and every other token's logit is -inf (NULL or 0 tokens: the whole vocabulary).
+    // bf16_encoder: keep the encoder's weights in bf16 where the CPU has AVX-512 BF16.
+    WHISPER_API void whisper_needtag_next_load(const int32_t * output_tokens, int n_output_tokens, bool bf16_encoder);
     WHISPER_API int whisper_n_text_ctx      (struct whisper_context * ctx);
     WHISPER_API int whisper_n_audio_ctx     (struct whisper_context * ctx);
     WHISPER_API int whisper_is_multilingual (struct whisper_context * ctx);

@@ -968,13 +968,23 @@ struct whisper_global {
 
 static whisper_global g_state;
 
-// needtag: the tokens the next loaded model's decoder may write (see whisper_needtag_output_tokens)
-static std::mutex g_needtag_output_tokens_mutex;
-static std::vector<int32_t> g_needtag_output_tokens;
+// needtag: how the next model loads (see whisper_needtag_next_load)
+struct whisper_needtag_load {
+    std::vector<int32_t> output_tokens;
+    bool bf16_encoder = false;
+};
+static std::mutex g_needtag_load_mutex;
+static whisper_needtag_load g_needtag_load;
 
-void whisper_needtag_output_tokens(const int32_t * ids, int n_ids) {
-    std::lock_guard<std::mutex> lock(g_needtag_output_tokens_mutex);
-    g_needtag_output_tokens.assign(ids, ids + (ids && n_ids > 0 ? n_ids : 0));
+void whisper_needtag_next_load(const int32_t * output_tokens, int n_output_tokens, bool bf16_encoder) {
+    std::lock_guard<std::mutex> lock(g_needtag_load_mutex);
+    g_needtag_load.output_tokens.assign(output_tokens, output_tokens + (output_tokens && n_output_tokens > 0 ? n_output_tokens : 0));
+    g_needtag_load.bf16_encoder = bf16_encoder;
+}
+
+static whisper_needtag_load whisper_needtag_this_load() {
+    std::lock_guard<std::mutex> lock(g_needtag_load_mutex);
+    return g_needtag_load;
 }
 
 template<typename T>
@@ -1692,6 +1702,8 @@ static bool whisper_model_load(struct whisper_model_loader * loader, whisper_con
         WHISPER_LOG_INFO("%s: n_langs       = %d\n", __func__, vocab.num_languages());
     }
 
+    const whisper_needtag_load needtag_load = whisper_needtag_this_load();
+
     const ggml_type wtype = wctx.wtype;
     const ggml_type vtype = wctx.wtype == GGML_TYPE_F32 ? GGML_TYPE_F32 : GGML_TYPE_F16; // conv type
 
@@ -1788,7 +1800,7 @@ static bool whisper_model_load(struct whisper_model_loader * loader, whisper_con
         // BF16): ggml's tiled bf16 product then runs the encoder's weight products at about
         // twice the rate of dequantizing Q8_0 for OpenBLAS's sgemm. They are converted from the
         // file's type as they load.
-        const ggml_type etype = ggml_cpu_has_avx512_bf16() ? GGML_TYPE_BF16 : wtype;
+        const ggml_type etype = needtag_load.bf16_encoder && ggml_cpu_has_avx512_bf16() ? GGML_TYPE_BF16 : wtype;
         for (int i = 0; i < n_audio_layer; ++i) {
             auto & layer = model.layers_encoder[i];
 
@@ -1988,13 +2000,9 @@ static bool whisper_model_load(struct whisper_model_loader * loader, whisper_con
         ggml_backend_buffer_set_usage(buf, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
     }
 
-    // needtag: the output projection over the tokens handed to whisper_needtag_output_tokens
+    // needtag: the output projection over the tokens handed to whisper_needtag_next_load
     {
-        std::vector<int32_t> ids;
-        {
-            std::lock_guard<std::mutex> lock(g_needtag_output_tokens_mutex);
-            ids = g_needtag_output_tokens;
-        }
+        std::vector<int32_t> ids = needtag_load.output_tokens;
         if (!ids.empty()) {
             // every special token (end of text, timestamps, tasks) stays: whisper's own decoding
             // logic reads their logits
