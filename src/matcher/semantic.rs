@@ -16,6 +16,13 @@ use crate::error::Result;
 use crate::library::Library;
 use crate::text;
 
+/// Library texts embedded per call while the library compiles. With ONNX Runtime's arena off,
+/// a call's buffers come from the process allocator, and 64 texts at once needed buffers past
+/// glibc's 32 MB mmap ceiling: mapped, faulted in and unmapped per call, 2.7 M page faults per
+/// start. At 32 a text-only start (`needtag tag --text …`) takes 4.7 s instead of 8.0–8.4 s
+/// (5.3–5.6 s at 16), with the same tags (`needtag eval` on the development set identical).
+const LIBRARY_TEXTS_PER_CALL: usize = 32;
+
 /// Clauses embedded in one call. The encoder's working memory grows with the clauses of a call
 /// (one call for a whole 5 000-character memo raised peak RSS by ~300 MB); in calls of a few,
 /// a memo's cost grows with its clauses and stays small.
@@ -126,7 +133,7 @@ impl Semantic {
             .map(|t| text::normalize(t).into_iter().collect())
             .collect();
         let mut vectors = Vec::with_capacity(norm.len());
-        for chunk in norm.chunks(64) {
+        for chunk in norm.chunks(LIBRARY_TEXTS_PER_CALL) {
             let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
             vectors.extend(embedder.embed(&refs)?);
         }
