@@ -173,6 +173,67 @@ fn get_job(c: &mut impl ::postgres::GenericClient, job_id: &str) -> Result<Optio
     .transpose()
 }
 
+/// Which jobs an ending may still change.
+#[derive(Clone, Copy)]
+enum Open {
+    /// A worker's ending, which also fails a job past its last delivery that a stopping
+    /// worker had put back in the queue.
+    QueuedOrRunning,
+    /// The embedded runner's ending: only the attempt it is running.
+    Running,
+}
+
+/// End job `job_id` with `outcome` inside `tx`, if it is still `open`: status, result or error,
+/// and its audio dropped. False when it had ended already (nothing changed).
+fn end_in(
+    tx: &mut ::postgres::Transaction<'_>,
+    job_id: &str,
+    outcome: &Outcome,
+    at: DateTime<Utc>,
+    open: Open,
+) -> Result<bool> {
+    let (status, result, code, message) = outcome.ending()?;
+    let sql = match open {
+        Open::QueuedOrRunning => {
+            "UPDATE jobs SET status = $2, result = $3, error_code = $4, error_message = $5,
+                finished_ms = $6, audio = NULL, audio_bytes = 0
+             WHERE job_id = $1 AND status IN ('queued', 'running')"
+        }
+        Open::Running => {
+            "UPDATE jobs SET status = $2, result = $3, error_code = $4, error_message = $5,
+                finished_ms = $6, audio = NULL, audio_bytes = 0
+             WHERE job_id = $1 AND status = 'running'"
+        }
+    };
+    let changed = tx.execute(
+        sql,
+        &[
+            &job_id,
+            &status.as_str(),
+            &result,
+            &code,
+            &message,
+            &millis(at),
+        ],
+    )?;
+    Ok(changed > 0)
+}
+
+/// Queue a job's webhook event inside `tx` (once: a second insert of the event is a no-op).
+fn queue_event_in(
+    tx: &mut ::postgres::Transaction<'_>,
+    job_id: &str,
+    event: &NewEvent,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO webhook_events (event_id, job_id, body, state, next_ms, created_ms)
+         VALUES ($1, $2, $3, 'pending', $4, $4) ON CONFLICT DO NOTHING",
+        &[&event.event_id, &job_id, &event.body, &millis(at)],
+    )?;
+    Ok(())
+}
+
 fn claimed_from_row(r: &Row) -> Result<Claimed> {
     let job_id: String = r.get(0);
     let meta: String = r.get(4);
@@ -385,25 +446,11 @@ impl PgJobs {
             ),
             Outcome::Failed(_) => None,
         };
-        let (status, result, code, message) = outcome.ending()?;
         let mut conn = self.conn()?;
         let mut tx = conn.get().transaction()?;
         // The row lock: a second worker finishing the same job waits here, then finds it
         // ended and changes nothing.
-        let changed = tx.execute(
-            "UPDATE jobs SET status = $2, result = $3, error_code = $4, error_message = $5,
-                finished_ms = $6, audio = NULL, audio_bytes = 0
-             WHERE job_id = $1 AND status IN ('queued', 'running')",
-            &[
-                &job.job_id,
-                &status.as_str(),
-                &result,
-                &code,
-                &message,
-                &millis(at),
-            ],
-        )?;
-        if changed == 0 {
+        if !end_in(&mut tx, &job.job_id, outcome, at, Open::QueuedOrRunning)? {
             return Ok(false);
         }
         if let Some(memo) = memo {
@@ -415,11 +462,7 @@ impl PgJobs {
             }
         }
         if let Some(e) = event {
-            tx.execute(
-                "INSERT INTO webhook_events (event_id, job_id, body, state, next_ms, created_ms)
-                 VALUES ($1, $2, $3, 'pending', $4, $4) ON CONFLICT DO NOTHING",
-                &[&e.event_id, &job.job_id, &e.body, &millis(at)],
-            )?;
+            queue_event_in(&mut tx, &job.job_id, e, at)?;
         }
         tx.commit()?;
         Ok(true)
@@ -526,31 +569,13 @@ impl JobQueue for PgJobs {
         at: DateTime<Utc>,
         event: Option<&NewEvent>,
     ) -> Result<bool> {
-        let (status, result, code, message) = outcome.ending()?;
         let mut conn = self.conn()?;
         let mut tx = conn.get().transaction()?;
-        let changed = tx.execute(
-            "UPDATE jobs SET status = $2, result = $3, error_code = $4, error_message = $5,
-                finished_ms = $6, audio = NULL, audio_bytes = 0
-             WHERE job_id = $1 AND status = 'running'",
-            &[
-                &job_id,
-                &status.as_str(),
-                &result,
-                &code,
-                &message,
-                &millis(at),
-            ],
-        )?;
-        if changed == 0 {
+        if !end_in(&mut tx, job_id, outcome, at, Open::Running)? {
             return Ok(false);
         }
         if let Some(e) = event {
-            tx.execute(
-                "INSERT INTO webhook_events (event_id, job_id, body, state, next_ms, created_ms)
-                 VALUES ($1, $2, $3, 'pending', $4, $4) ON CONFLICT DO NOTHING",
-                &[&e.event_id, &job_id, &e.body, &millis(at)],
-            )?;
+            queue_event_in(&mut tx, job_id, e, at)?;
         }
         tx.commit()?;
         Ok(true)
