@@ -836,31 +836,12 @@ pub(super) fn gauges(state: &AppState) -> Vec<(&'static str, &'static str, f64)>
     // Scaled out, the workers redeliver and send: the shared database's counts stand in for
     // this replica's own (kept jobs and events, not since start).
     let shared = jobs.nats.is_some();
-    let redelivered = if shared {
-        counts.redelivered as f64
-    } else {
-        n(&s.redelivered)
-    };
-    let delivered = if shared {
-        outbox.delivered as f64
-    } else {
-        n(&w.delivered)
-    };
-    let done = if shared {
-        counts.done as f64
-    } else {
-        n(&s.done)
-    };
-    let failed = if shared {
-        counts.failed as f64
-    } else {
-        n(&s.failed)
-    };
-    let failures = if shared {
-        outbox.failed_attempts as f64
-    } else {
-        n(&w.failed_attempts)
-    };
+    let kept_or_own = |kept: u64, own: &AtomicU64| if shared { kept as f64 } else { n(own) };
+    let redelivered = kept_or_own(counts.redelivered, &s.redelivered);
+    let delivered = kept_or_own(outbox.delivered, &w.delivered);
+    let done = kept_or_own(counts.done, &s.done);
+    let failed = kept_or_own(counts.failed, &s.failed);
+    let failures = kept_or_own(outbox.failed_attempts, &w.failed_attempts);
     vec![
         ("needtag_jobs_queued", "Memo jobs stored and waiting for a worker.", counts.queued as f64),
         ("needtag_jobs_running", "Memo jobs a worker has taken.", counts.running as f64),
