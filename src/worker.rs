@@ -388,17 +388,7 @@ async fn give_back(ctx: &Ctx, msg: &jetstream::Message, job_id: &str, delay: Dur
 /// id to the dead-letter subject. False when it could not be recorded.
 async fn end(ctx: &Ctx, job: &Claimed, outcome: Outcome, dead: bool) -> bool {
     let at = Utc::now();
-    let event = if ctx.webhook_on {
-        match Event::of(job, &outcome, at).to_new() {
-            Ok(e) => Some(e),
-            Err(e) => {
-                tracing::error!(job_id = %job.job_id, "webhook event did not serialize: {e}");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let event = Event::to_store(ctx.webhook_on, job, &outcome, at);
     let failed = matches!(outcome, Outcome::Failed(_));
     let pg = ctx.pg.clone();
     let j = job.clone();

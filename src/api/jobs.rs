@@ -496,17 +496,7 @@ async fn run_job(state: Arc<AppState>, jobs: Arc<Jobs>, mut job: Claimed) {
         }
     };
     let at = Utc::now();
-    let event = if jobs.webhook_on {
-        match Event::of(&job, &outcome, at).to_new() {
-            Ok(e) => Some(e),
-            Err(e) => {
-                tracing::error!(job_id = %job.job_id, "webhook event did not serialize: {e}");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let event = Event::to_store(jobs.webhook_on, &job, &outcome, at);
     let failed = matches!(outcome, Outcome::Failed(_));
     let queue = jobs.queue.clone();
     let id = job.job_id.clone();

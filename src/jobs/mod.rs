@@ -475,12 +475,31 @@ impl Event {
         }
     }
 
-    /// The event to store, or None when it does not serialize (logged by the caller).
+    /// The event to store.
     pub fn to_new(&self) -> serde_json::Result<NewEvent> {
         Ok(NewEvent {
             event_id: self.event_id.clone(),
             body: serde_json::to_string(self)?,
         })
+    }
+
+    /// What to store with `job`'s end: its event when webhooks are on, else nothing. An event
+    /// that does not serialize is logged and left out: the job still ends.
+    pub fn to_store(
+        webhook_on: bool,
+        job: &Claimed,
+        outcome: &Outcome,
+        at: DateTime<Utc>,
+    ) -> Option<NewEvent> {
+        if !webhook_on {
+            return None;
+        }
+        Event::of(job, outcome, at)
+            .to_new()
+            .map_err(|e| {
+                tracing::error!(job_id = %job.job_id, "webhook event did not serialize: {e}");
+            })
+            .ok()
     }
 }
 
