@@ -126,12 +126,7 @@ impl Jobs {
                 "jobs interrupted by the previous process are queued again"
             );
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("jobs")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("jobs runtime: {e}"))?;
+        let runtime = jobs_runtime()?;
         Ok(Jobs {
             queue: store.clone(),
             outbox: store,
@@ -158,12 +153,7 @@ impl Jobs {
             PgJobs::open(url, webhook::lease_ms(&cfg.webhook))
                 .map_err(|e| format!("job database: {e}"))?,
         );
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("jobs")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("jobs runtime: {e}"))?;
+        let runtime = jobs_runtime()?;
         let nats = runtime
             .block_on(Nats::connect(&cfg.queue))
             .map_err(|e| format!("queue.url: {e}"))?;
@@ -251,6 +241,16 @@ impl Jobs {
             }
         }
     }
+}
+
+/// The one-thread runtime the jobs' background tasks (runner, webhook sender, sweeper) run on.
+fn jobs_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("jobs")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("jobs runtime: {e}"))
 }
 
 /// Scale-out: publish again, every `every`, the stored jobs whose publish failed; hourly,
