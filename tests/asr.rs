@@ -219,6 +219,31 @@ fn a_missing_model_is_a_clear_error_not_a_panic() {
     assert!(err.to_string().contains("models/prepare.py"), "{err}");
 }
 
+/// A model file cut short anywhere (inside its header, its vocabulary, or right after it) is a
+/// clear error, not a model without weights that crashes at the first token.
+#[test]
+fn a_truncated_model_is_a_clear_error_not_a_crash() {
+    let cfg = common::config();
+    let whole = std::fs::read(cfg.models.path(&cfg.models.whisper)).unwrap();
+    let dir = std::env::temp_dir().join(format!("needtag-cut-model-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = needtag::asr::text_tokens(&cfg.models.path(&cfg.models.whisper)).unwrap();
+    // Where the vocabulary ends: header, mel filters, count, then length and bytes per token.
+    let n_mel = i32::from_le_bytes(whole[48..52].try_into().unwrap()) as usize;
+    let n_fft = i32::from_le_bytes(whole[52..56].try_into().unwrap()) as usize;
+    let vocab_end = 56 + n_mel * n_fft * 4 + 4 + tokens.iter().map(|t| 4 + t.len()).sum::<usize>();
+    for cut in [2, 30, 2000, vocab_end] {
+        let path = dir.join(format!("cut-{cut}.bin"));
+        std::fs::write(&path, &whole[..cut]).unwrap();
+        let mut c = cfg.clone();
+        c.models.whisper = path;
+        let err = Speech::load(&c).err().expect("loading must fail");
+        assert_eq!(err.code(), "model_unavailable", "cut at {cut}");
+        assert!(err.to_string().contains("truncated"), "cut at {cut}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Long speech split into chunks that run in parallel (threads = 2) comes back in order, with
 /// times on the uploaded audio's timeline.
 #[test]

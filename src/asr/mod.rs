@@ -136,22 +136,15 @@ impl Asr {
     /// Load a ggml model. A missing or damaged file gives a one-line error naming the command
     /// that prepares it.
     pub fn load(path: &Path, cfg: &AsrConfig) -> Result<Asr> {
-        check_model_file(path)?;
+        let tokens = read_model_file(path)?;
         single_threaded_blas();
         let mut params = WhisperContextParameters::default();
         params.flash_attn(cfg.flash_attn);
-        // The tokens the decoder may write, when the file's vocabulary reads cleanly (any other
-        // model loads with the whole vocabulary).
+        // The tokens the decoder may write (empty: all).
         let writable = if cfg.restrict_output {
-            match text_tokens(path) {
-                Ok(tokens) => bytes::ByteRules::from_text_tokens(tokens)
-                    .writable()
-                    .to_vec(),
-                Err(e) => {
-                    tracing::warn!(model = %path.display(), "whisper vocabulary unreadable ({e}); decoding over every token");
-                    Vec::new()
-                }
-            }
+            bytes::ByteRules::from_text_tokens(tokens)
+                .writable()
+                .to_vec()
         } else {
             Vec::new()
         };
@@ -301,7 +294,7 @@ pub fn text_tokens(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
     };
     let bad = |what: &str| IoError::new(ErrorKind::InvalidData, what.to_string());
     if i32_at(&mut f)? as u32 != 0x6767_6d6c {
-        return Err(bad("not a ggml model"));
+        return Err(bad("bad magic"));
     }
     // hyperparameters: n_vocab, audio ctx/state/head/layer, text ctx/state/head/layer, n_mels, ftype
     for _ in 0..11 {
@@ -329,6 +322,8 @@ pub fn text_tokens(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
         f.read_exact(&mut t)?;
         tokens.push(t);
     }
+    // The weights follow: a file that ends here is truncated.
+    i32_at(&mut f)?;
     Ok(tokens)
 }
 
@@ -342,25 +337,25 @@ fn single_threaded_blas() {
     ONCE.call_once(|| unsafe { openblas_set_num_threads(1) });
 }
 
-fn check_model_file(path: &Path) -> Result<()> {
+/// Check a whisper model file and read its vocabulary (the text tokens, by id). A missing,
+/// truncated or damaged file gives a one-line error naming the command that prepares it; a file
+/// cut short inside its vocabulary loaded as a model without weights, and crashed whisper.cpp
+/// at the first token asked for.
+fn read_model_file(path: &Path) -> Result<Vec<Vec<u8>>> {
+    use std::io::ErrorKind;
     let hint = "prepare it with `python3 models/prepare.py` (or .ci/setup), or pass --model with any whisper.cpp ggml file";
-    let mut magic = [0u8; 4];
-    let mut file = std::fs::File::open(path).map_err(|e| {
-        Error::ModelUnavailable(format!("whisper model {}: {e}; {hint}", path.display()))
-    })?;
-    file.read_exact(&mut magic).map_err(|_| {
-        Error::ModelUnavailable(format!(
-            "whisper model {} is truncated; {hint}",
-            path.display()
-        ))
-    })?;
-    if u32::from_le_bytes(magic) != 0x6767_6d6c {
-        return Err(Error::ModelUnavailable(format!(
-            "{} is not a whisper.cpp ggml model (bad magic); {hint}",
-            path.display()
-        )));
-    }
-    Ok(())
+    text_tokens(path).map_err(|e| {
+        Error::ModelUnavailable(match e.kind() {
+            ErrorKind::UnexpectedEof => {
+                format!("whisper model {} is truncated; {hint}", path.display())
+            }
+            ErrorKind::InvalidData => format!(
+                "{} is not a whisper.cpp ggml model ({e}); {hint}",
+                path.display()
+            ),
+            _ => format!("whisper model {}: {e}; {hint}", path.display()),
+        })
+    })
 }
 
 /// Encoder frames (20 ms each) for a clip: the clip plus a margin, whole 30 s for long audio.
@@ -679,12 +674,12 @@ mod tests {
 
     #[test]
     fn missing_and_bogus_models_are_named() {
-        let e = check_model_file(Path::new("/nonexistent/model.bin")).unwrap_err();
+        let e = read_model_file(Path::new("/nonexistent/model.bin")).unwrap_err();
         assert_eq!(e.code(), "model_unavailable");
         assert!(e.to_string().contains("models/prepare.py"));
         let dir = std::env::temp_dir().join(format!("needtag-bogus-{}", std::process::id()));
         std::fs::write(&dir, b"not a model at all").unwrap();
-        let e = check_model_file(&dir).unwrap_err();
+        let e = read_model_file(&dir).unwrap_err();
         assert!(e.to_string().contains("bad magic"), "{e}");
         std::fs::remove_file(&dir).ok();
     }
